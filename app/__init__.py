@@ -1,0 +1,1 @@
+"""The desktop app: GUI, chat logic, keyword detector and command line."""

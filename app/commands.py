@@ -1,0 +1,8 @@
+"""Registry of the subcommands that live in feature modules (generation, search, benchmarks...).
+
+Each registrar takes argparse's subparsers object and adds its commands with `set_defaults(func=...)`;
+the handler imports its heavy modules itself, so `main.py --help` stays fast.
+"""
+from __future__ import annotations
+
+REGISTRARS: list = []

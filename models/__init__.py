@@ -1,0 +1,1 @@
+"""Networks, data, training and evaluation. Never imports tkinter or app/."""

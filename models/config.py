@@ -1,0 +1,60 @@
+"""Plain dataclass configurations; stored inside every checkpoint so a model rebuilds from it alone."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class GANConfig:
+    z_dim: int = 128  # noise size
+    text_dim: int = 384  # input text embedding (all-MiniLM-L6-v2)
+    cond_dim: int = 128  # learned projection of the text (and image) embedding
+    image_dim: int = 0  # optional image-embedding condition slot; 0 = off
+    g_width: int = 32  # generator base width: 256-128-64-32 channels at 4-8-16-32 px
+    d_width: int = 32  # discriminator base width
+    n_article_types: int = 0  # auxiliary classifier heads (0 = off); label names below
+    n_colours: int = 0
+    article_types: list[str] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GANConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/fpi64/dev.npz"  # pack .npz, Kaggle folder or Fashion IQ folder
+    data_format: str = "auto"  # auto | pack | kaggle | fashioniq
+    limit: int = 0  # use only the first N products (0 = all)
+    loss: str = "hinge"  # bce | wgan-gp | hinge
+    lr_g: float = 1e-4  # two-time-scale update rule: D learns faster than G
+    lr_d: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    batch: int = 64
+    steps: int = 20000  # generator updates
+    n_critic: int = 1  # D steps per G step (5 is usual for wgan-gp)
+    gp_weight: float = 10.0
+    label_smoothing: float = 0.9  # one-sided: real target for BCE
+    aux_weight: float = 1.0  # auxiliary item-type / colour classification
+    mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
+    augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch default)
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 50
+    out: str = "runs/gan"
+    cache_dir: str = "data_cache"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,57 @@
+"""Adversarial losses: BCE with one-sided label smoothing, WGAN-GP and hinge."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce", "wgan-gp", "hinge")
+
+
+def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, wrong: torch.Tensor | None,
+                       smoothing: float = 0.9, mismatch_weight: float = 0.5) -> torch.Tensor:
+    """`wrong` are scores of real images with mismatched captions: they count as fake."""
+    if kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(real, torch.full_like(real, smoothing))
+        loss = loss + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        neg = (lambda s: F.binary_cross_entropy_with_logits(s, torch.zeros_like(s)))
+    elif kind == "hinge":
+        loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        neg = (lambda s: F.relu(1 + s).mean())
+    elif kind == "wgan-gp":
+        loss = fake.mean() - real.mean()
+        neg = (lambda s: s.mean() - real[: len(s)].mean())
+    else:
+        raise ValueError(f"unknown loss {kind!r}; choose from {LOSSES}")
+    if wrong is not None and mismatch_weight:
+        loss = loss + mismatch_weight * neg(wrong)
+    return loss
+
+
+def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "bce":  # non-saturating
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind in ("hinge", "wgan-gp"):
+        return -fake.mean()
+    raise ValueError(f"unknown loss {kind!r}; choose from {LOSSES}")
+
+
+def gradient_penalty(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: (||grad_x D(x)|| - 1)^2 at points between real and fake images."""
+    (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def auxiliary_loss(logits: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on item type or colour; label -1 (unknown) is ignored."""
+    if logits is None or (labels < 0).all():
+        return torch.zeros((), device=labels.device)
+    return F.cross_entropy(logits, labels, ignore_index=-1)
+
+
+def accuracy(logits: torch.Tensor | None, labels: torch.Tensor) -> float:
+    if logits is None:
+        return float("nan")
+    known = labels >= 0
+    if not known.any():
+        return float("nan")
+    return (logits[known].argmax(1) == labels[known]).float().mean().item()
