@@ -5,4 +5,6 @@ the handler imports its heavy modules itself, so `main.py --help` stays fast.
 """
 from __future__ import annotations
 
-REGISTRARS: list = []
+from app import generate_cmd
+
+REGISTRARS: list = [generate_cmd.register]

@@ -33,6 +33,7 @@ class TrainConfig:
     data: str = "../shared/data/fpi64/dev.npz"  # pack .npz, Kaggle folder or Fashion IQ folder
     data_format: str = "auto"  # auto | pack | kaggle | fashioniq
     limit: int = 0  # use only the first N products (0 = all)
+    holdout: bool = True  # keep the validation split (models.data.is_validation) out of training
     loss: str = "hinge"  # bce | wgan-gp | hinge
     lr_g: float = 1e-4  # two-time-scale update rule: D learns faster than G
     lr_d: float = 4e-4
@@ -47,6 +48,8 @@ class TrainConfig:
     mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
     augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
     ema_decay: float = 0.999
+    g_width: int = 32  # network widths (see GANConfig)
+    d_width: int = 32
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0 = torch default)

@@ -65,7 +65,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)  # all sampling draws here
         self._load_data()
-        self.gan_cfg = GANConfig(n_article_types=len(self.vocab.article_types), n_colours=len(self.vocab.colours),
+        self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width, n_article_types=len(self.vocab.article_types), n_colours=len(self.vocab.colours),
                                  article_types=self.vocab.article_types, colours=self.vocab.colours)
         self.G = Generator(self.gan_cfg).to(self.device)
         self.D = Discriminator(self.gan_cfg).to(self.device)
@@ -84,7 +84,7 @@ class Trainer:
         from models.text_encoder import TextEncoder
 
         table = load_table(self.cfg.data, self.cfg.data_format, limit=self.cfg.limit or None)
-        train = table.split(validation=False)
+        train = table.split(validation=False) if self.cfg.holdout else table
         if len(train) == 0:
             raise ValueError(f"no training images in {self.cfg.data}")
         self.vocab = LabelVocab.from_rows(train.rows)
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+            continue
         kwargs = {"choices": LOSSES} if f.name == "loss" else {}
         if f.name == "device":
             kwargs = {"choices": ("auto", "cpu", "cuda")}

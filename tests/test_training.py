@@ -1,0 +1,152 @@
+"""Training: each loss learns on a tiny batch, checkpoints round-trip, resume is exact, DDP on gloo."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.config import GANConfig, TrainConfig
+from models.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
+from models.networks import Discriminator, Generator
+from models.train import Trainer
+from tests.conftest import ROOT
+
+TINY = GANConfig(g_width=8, d_width=8, z_dim=16, cond_dim=16, n_article_types=5, n_colours=4)
+
+
+def _d_loss(kind, D, real, fake, text):
+    parts = [real, fake] + ([(real + fake).div(2).requires_grad_(True)] if kind == "wgan-gp" else [])
+    x = torch.cat(parts)
+    scores, wrong, _, _ = D(x, text.repeat(len(x) // len(real), 1), text.roll(1, 0))
+    n = len(real)
+    loss = discriminator_loss(kind, scores[:n], scores[n : 2 * n], wrong)
+    if kind == "wgan-gp":
+        loss = loss + 10 * gradient_penalty(scores[2 * n :], parts[2])
+    return loss
+
+
+@pytest.mark.parametrize("kind", LOSSES)
+def test_each_loss_trains_discriminator_then_generator(kind, pack_path):
+    torch.manual_seed(0)
+    from models.data import images_to_tensor, load_table
+
+    real = images_to_tensor(load_table(pack_path).images[:16])
+    text = torch.nn.functional.normalize(torch.randn(16, 384), dim=1)
+    G, D = Generator(TINY), Discriminator(TINY)
+    z = torch.randn(16, TINY.z_dim)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    fake = G(z, text).detach()
+    first = _d_loss(kind, D, real, fake, text).item()
+    for _ in range(30):
+        loss = _d_loss(kind, D, real, fake, text)
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+    assert loss.item() < first - 0.1, f"{kind}: D loss {first:.3f} -> {loss.item():.3f}"
+
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    D.requires_grad_(False)
+    g_first = generator_loss(kind, D(G(z, text), text)[0]).item()
+    for _ in range(30):
+        g_loss = generator_loss(kind, D(G(z, text), text)[0])
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    assert g_loss.item() < g_first, f"{kind}: G loss {g_first:.3f} -> {g_loss.item():.3f}"
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown loss"):
+        generator_loss("mse", torch.zeros(2))
+
+
+def test_text_condition_changes_the_image():
+    G = Generator(TINY).eval()
+    for p in G.embed.parameters():  # fresh FiLM layers start at zero; give the condition some weight
+        torch.nn.init.normal_(p, std=0.5)
+    for m in G.modules():
+        if hasattr(m, "film"):
+            torch.nn.init.normal_(m.film.weight, std=0.5)
+    z = torch.randn(1, TINY.z_dim).repeat(2, 1)
+    text = torch.randn(2, 384)
+    out = G(z, text)
+    assert (out[0] - out[1]).abs().mean() > 1e-3
+
+
+def _config(tmp_path, **kw) -> TrainConfig:
+    base = dict(data=str(ROOT / "tests/fixtures/pack/mini.npz"), batch=8, steps=4, g_width=8, d_width=8,
+                out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), log_every=1,
+                sample_every=2, checkpoint_every=2, threads=1, holdout=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_directory_contents(tmp_path):
+    trainer = Trainer(_config(tmp_path))
+    trainer.train()
+    run = tmp_path / "run"
+    assert (run / "config.json").exists()
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,loss_d,loss_g,d_acc_real") and len(lines) == 5
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step000002.png", "step000004.png"]
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["step"] == 4 and ckpt["config"]["train"]["batch"] == 8
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(_config(tmp_path / "a"))
+    straight.train()
+    first = Trainer(_config(tmp_path / "b", steps=2))
+    first.train()
+    resumed = Trainer(_config(tmp_path / "b", steps=4))
+    assert resumed.resume() and resumed.step == 2
+    resumed.train()
+    for key, value in straight.G_ema.state_dict().items():
+        assert torch.equal(value, resumed.G_ema.state_dict()[key]), key
+    for key, value in straight.D.state_dict().items():
+        assert torch.equal(value, resumed.D.state_dict()[key]), key
+
+
+def test_checkpoint_round_trip_and_damage(tmp_path):
+    G = Generator(TINY)
+    path = tmp_path / "g.pt"
+    save_checkpoint(path, {"state_dict": G.state_dict(), "config": {"gan": TINY.to_dict()}})
+    ckpt = load_checkpoint(path)
+    G2 = Generator(GANConfig.from_dict(ckpt["config"]["gan"]))
+    G2.load_state_dict(ckpt["state_dict"])
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G2.state_dict().values()))
+    path.write_bytes(path.read_bytes()[:1000])  # truncated download
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_with_arbitrary_pickle_is_refused(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "config": {}, "version": 1, "x": Payload()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = ["-m", "models.train", "--data", str(ROOT / "tests/fixtures/pack/mini.npz"), "--steps", "3",
+            "--batch", "4", "--no-holdout", "--g-width", "8", "--d-width", "8", "--device", "cpu", "--threads", "1",
+            "--out", str(tmp_path / "ddp"), "--cache-dir", str(tmp_path / "cache"), "--log-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(torchrun + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    assert ckpt["step"] == 3
+    assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 4
