@@ -23,6 +23,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shipped and shared
         os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint intact
     finally:
         if os.path.exists(tmp):
