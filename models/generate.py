@@ -11,7 +11,7 @@ from models.config import GANConfig
 from models.data import tensor_to_images
 from models.networks import Generator
 from models.resources import GENERATOR_WEIGHTS
-from models.train import resolve_device, seed_noise
+from models.sampling import resolve_device, seed_noise
 
 
 class TextToImage:
@@ -38,7 +38,9 @@ class TextToImage:
             return []
         z = seed_noise(seeds, self.config.z_dim).to(self.device)
         text = text_embedding.reshape(1, -1).to(self.device).expand(len(seeds), -1)
-        image = image_embedding.reshape(1, -1).to(self.device).expand(len(seeds), -1) if image_embedding is not None else None
+        image = None
+        if image_embedding is not None:
+            image = image_embedding.reshape(1, -1).to(self.device).expand(len(seeds), -1)
         return tensor_to_images(self.net(z, text, image))
 
     @torch.inference_mode()

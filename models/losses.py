@@ -12,19 +12,29 @@ def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, wrong:
     """`wrong` are scores of real images with mismatched captions: they count as fake."""
     if kind == "bce":
         loss = F.binary_cross_entropy_with_logits(real, torch.full_like(real, smoothing))
-        loss = loss + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-        neg = (lambda s: F.binary_cross_entropy_with_logits(s, torch.zeros_like(s)))
+        loss = loss + _bce_fake(fake)
     elif kind == "hinge":
         loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-        neg = (lambda s: F.relu(1 + s).mean())
     elif kind == "wgan-gp":
         loss = fake.mean() - real.mean()
-        neg = (lambda s: s.mean() - real[: len(s)].mean())
     else:
         raise ValueError(f"unknown loss {kind!r}; choose from {LOSSES}")
     if wrong is not None and mismatch_weight:
-        loss = loss + mismatch_weight * neg(wrong)
+        loss = loss + mismatch_weight * _fake_term(kind, wrong, real)
     return loss
+
+
+def _bce_fake(scores: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(scores, torch.zeros_like(scores))
+
+
+def _fake_term(kind: str, scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The loss term for scores that should read "fake" (used for mismatched captions)."""
+    if kind == "bce":
+        return _bce_fake(scores)
+    if kind == "hinge":
+        return F.relu(1 + scores).mean()
+    return scores.mean() - real[: len(scores)].mean()
 
 
 def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:

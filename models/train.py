@@ -27,6 +27,7 @@ from models.config import GANConfig, TrainConfig
 from models.data import CaptionBank, LabelVocab, load_table, tensor_to_images
 from models.losses import LOSSES, accuracy, auxiliary_loss, discriminator_loss, generator_loss, gradient_penalty
 from models.networks import Discriminator, Generator
+from models.sampling import resolve_device, seed_noise
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,6 @@ SAMPLE_CAPTIONS = [
 SAMPLE_SEEDS = list(range(8))
 METRIC_FIELDS = ["step", "loss_d", "loss_g", "d_acc_real", "d_acc_fake", "aux_type_acc_real",
                  "aux_colour_acc_real", "aux_type_acc_fake", "aux_colour_acc_fake", "img_per_s", "elapsed_s"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
-    return torch.device(name)
-
-
-def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """The same seed always gives the same z, on any device (drawn on the CPU)."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 class Trainer:
@@ -65,7 +53,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)  # all sampling draws here
         self._load_data()
-        self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width, n_article_types=len(self.vocab.article_types), n_colours=len(self.vocab.colours),
+        self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width,
+                                 n_article_types=len(self.vocab.article_types), n_colours=len(self.vocab.colours),
                                  article_types=self.vocab.article_types, colours=self.vocab.colours)
         self.G = Generator(self.gan_cfg).to(self.device)
         self.D = Discriminator(self.gan_cfg).to(self.device)
@@ -126,7 +115,7 @@ class Trainer:
             loss = loss + cfg.gp_weight * gradient_penalty(scores[2 * n :], parts[2])
         t_logits = type_logits[:n] if type_logits is not None else None
         c_logits = colour_logits[:n] if colour_logits is not None else None
-        loss = loss + cfg.aux_weight * (auxiliary_loss(t_logits, labels[:, 0]) + auxiliary_loss(c_logits, labels[:, 1]))
+        loss = loss + cfg.aux_weight * self.aux_loss(t_logits, c_logits, labels)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -141,13 +130,17 @@ class Trainer:
         fake = self.G_train(self.noise(len(text)), text)
         scores, _, type_logits, colour_logits = self.D_train(self.augment(fake), text)
         loss = generator_loss(cfg.loss, scores)
-        loss = loss + cfg.aux_weight * (auxiliary_loss(type_logits, labels[:, 0]) + auxiliary_loss(colour_logits, labels[:, 1]))
+        loss = loss + cfg.aux_weight * self.aux_loss(type_logits, colour_logits, labels)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
         self.update_ema()
         return {"loss_g": loss.item(), "aux_type_acc_fake": accuracy(type_logits, labels[:, 0]),
                 "aux_colour_acc_fake": accuracy(colour_logits, labels[:, 1])}
+
+    @staticmethod
+    def aux_loss(type_logits, colour_logits, labels) -> torch.Tensor:
+        return auxiliary_loss(type_logits, labels[:, 0]) + auxiliary_loss(colour_logits, labels[:, 1])
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -165,7 +158,8 @@ class Trainer:
         main = self.rank == 0
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "gan": self.gan_cfg.to_dict()}, indent=2))
+            config = {"train": cfg.to_dict(), "gan": self.gan_cfg.to_dict()}
+            (self.out / "config.json").write_text(json.dumps(config, indent=2))
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, desc="train", unit="step")
         window_start, window_images = time.perf_counter(), 0
         while self.step < cfg.steps:
@@ -254,7 +248,8 @@ def _init_distributed() -> tuple[int, int]:
 def export_generator(checkpoint: str | Path, out: str | Path, half: bool = True) -> None:
     """Bundle the EMA generator alone (fp16 by default) for the app."""
     ckpt = load_checkpoint(checkpoint)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"]["G_ema"].items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v)
+             for k, v in ckpt["state_dict"]["G_ema"].items()}
     save_checkpoint(out, {"state_dict": state, "config": {"gan": ckpt["config"]["gan"]},
                           "step": ckpt["step"], "train": ckpt["config"]["train"]})
 
@@ -266,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                default=default)
             continue
         kwargs = {"choices": LOSSES} if f.name == "loss" else {}
         if f.name == "device":
