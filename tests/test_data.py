@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import (FashionDataset, LabelVocab, caption_variants, is_validation, load_table,
-                         square_on_white)
+from models.data import FashionDataset, LabelVocab, caption_variants, is_validation, load_table, square_on_white
 from tests.conftest import FIXTURES
 
 
