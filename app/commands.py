@@ -5,6 +5,6 @@ the handler imports its heavy modules itself, so `main.py --help` stays fast.
 """
 from __future__ import annotations
 
-from app import detector_eval, generate_cmd, search_cmd
+from app import detector_eval, generate_cmd
 
-REGISTRARS: list = [generate_cmd.register, detector_eval.register, search_cmd.register]
+REGISTRARS: list = [generate_cmd.register, detector_eval.register]
