@@ -48,6 +48,10 @@ class TrainConfig:
     mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
     augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
     ema_decay: float = 0.999
+    image_encoder: str = ""  # retrieval-embedding checkpoint: also condition G on the photo's (grey) embedding
+    image_dropout: float = 0.5  # share of samples without the image condition, so text alone still works
+    image_weight: float = 1.0  # consistency: the generated image embeds close to its image condition
+    init_from: str = ""  # warm start G, D and EMA from a run checkpoint (new layers start at zero)
     g_width: int = 32  # network widths (see GANConfig)
     d_width: int = 32
     seed: int = 0

@@ -199,6 +199,12 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """NCHW RGB -> the same with three equal luma channels: shape and texture without colour."""
+    luma = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return luma.expand(-1, 3, -1, -1)
+
+
 def tensor_to_images(x: torch.Tensor) -> list[Image.Image]:
     """float NCHW in [-1, 1] -> list of PIL RGB images."""
     arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -36,11 +36,15 @@ class UpBlock(nn.Module):
 class ConditionEmbedding(nn.Module):
     """Learned projection of the frozen text embedding (plus the optional image embedding)."""
 
-    def __init__(self, cfg: GANConfig):
+    def __init__(self, cfg: GANConfig, with_image: bool = True):
         super().__init__()
         self.text = nn.Sequential(nn.Linear(cfg.text_dim, cfg.cond_dim), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.image = nn.Linear(cfg.image_dim, cfg.cond_dim) if cfg.image_dim else None
+        # No bias and zero init: "no image" (None or a zero vector) leaves the text condition unchanged,
+        # so the slot can be added to a trained text-only generator without changing its images.
+        self.image = nn.Linear(cfg.image_dim, cfg.cond_dim, bias=False) if cfg.image_dim and with_image else None
+        if self.image is not None:
+            nn.init.zeros_(self.image.weight)
 
     def forward(self, text_emb, image_emb=None):
         cond = self.text(text_emb)
@@ -85,7 +89,7 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         feat_dim = 8 * w
         self.out = spectral_norm(nn.Linear(feat_dim, 1))
-        self.embed = ConditionEmbedding(cfg)
+        self.embed = ConditionEmbedding(cfg, with_image=False)
         self.project = spectral_norm(nn.Linear(cfg.cond_dim, feat_dim, bias=False))
         self.type_head = nn.Linear(feat_dim, cfg.n_article_types) if cfg.n_article_types else None
         self.colour_head = nn.Linear(feat_dim, cfg.n_colours) if cfg.n_colours else None

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from models.augment import diff_augment
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import GANConfig, TrainConfig
-from models.data import CaptionBank, LabelVocab, load_table, tensor_to_images
+from models.data import CaptionBank, LabelVocab, images_to_tensor, load_table, tensor_to_images, to_grayscale
 from models.losses import LOSSES, accuracy, auxiliary_loss, discriminator_loss, generator_loss, gradient_penalty
 from models.networks import Discriminator, Generator
 from models.sampling import resolve_device, seed_noise
@@ -53,7 +53,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)  # all sampling draws here
         self._load_data()
-        self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width,
+        self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width, image_dim=self.image_dim,
                                  n_article_types=len(self.vocab.article_types), n_colours=len(self.vocab.colours),
                                  article_types=self.vocab.article_types, colours=self.vocab.colours)
         self.G = Generator(self.gan_cfg).to(self.device)
@@ -63,6 +63,8 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.elapsed = 0.0
+        if cfg.init_from:
+            self.warm_start(cfg.init_from)
         self.G_train, self.D_train = self.G, self.D
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -81,13 +83,48 @@ class Trainer:
         self.images = torch.from_numpy(train.images).to(self.device)  # uint8 NHWC, converted per batch
         self.labels = torch.tensor([self.vocab.encode(r) for r in train.rows], device=self.device)
         self.sample_text = TextEncoder().encode(SAMPLE_CAPTIONS).to(self.device)
+        self.image_encoder, self.image_embeddings, self.image_dim = None, None, 0
+        if self.cfg.image_encoder:
+            self._load_image_condition(train.images)
         log.info("training on %d products (%d held out)", len(train), len(table) - len(train))
+
+    def _load_image_condition(self, images) -> None:
+        """Embeddings of the grey training photos from the frozen retrieval encoder: the generator
+        learns shape and style from them while the caption keeps deciding the colour."""
+        from models.retrieval import SearchModel
+
+        encoder = SearchModel(self.cfg.image_encoder, device=str(self.device)).net.image
+        self.image_encoder = encoder.eval().requires_grad_(False)  # frozen; gradients still reach the fakes
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(images), 512):
+                batch = images_to_tensor(images[start : start + 512]).to(self.device)
+                chunks.append(self.image_encoder(to_grayscale(batch)))
+        self.image_embeddings = torch.cat(chunks)
+        self.image_dim = self.image_embeddings.shape[1]
 
     def batch(self):
         idx = torch.randint(0, len(self.images), (self.cfg.batch,), generator=self.rng)
         real = self.images[idx.to(self.device)].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         text = self.bank.sample(idx.tolist(), self.rng).to(self.device)
-        return real, text, self.labels[idx.to(self.device)]
+        return real, text, self.labels[idx.to(self.device)], self.image_condition(idx)
+
+    def image_condition(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """The image embedding per sample, zeroed ("no image") for a random `image_dropout` share."""
+        if self.image_embeddings is None:
+            return None
+        keep = (torch.rand(len(idx), generator=self.rng) >= self.cfg.image_dropout).float().to(self.device)
+        return self.image_embeddings[idx.to(self.device)] * keep[:, None]
+
+    def image_consistency(self, fake: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+        """1 - cosine between the generated image's grey embedding and its image condition."""
+        if image is None:
+            return torch.zeros((), device=fake.device)
+        given = image.norm(dim=1) > 0
+        if not given.any():
+            return torch.zeros((), device=fake.device)
+        embedded = self.image_encoder(to_grayscale(fake[given]))
+        return (1 - (embedded * image[given]).sum(dim=1)).mean()
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.gan_cfg.z_dim, generator=self.rng).to(self.device)
@@ -98,9 +135,9 @@ class Trainer:
     # ---- one step -------------------------------------------------------------------------------
     def d_step(self) -> dict:
         cfg = self.cfg
-        real, text, labels = self.batch()
+        real, text, labels, image = self.batch()
         with torch.no_grad():
-            fake = self.G_train(self.noise(len(real)), text)
+            fake = self.G_train(self.noise(len(real)), text, image)
         wrong_text = text.roll(1, dims=0)  # another product's caption: matching-aware D
         parts = [self.augment(real), self.augment(fake)]
         if cfg.loss == "wgan-gp":
@@ -126,11 +163,12 @@ class Trainer:
 
     def g_step(self) -> dict:
         cfg = self.cfg
-        _, text, labels = self.batch()
-        fake = self.G_train(self.noise(len(text)), text)
+        _, text, labels, image = self.batch()
+        fake = self.G_train(self.noise(len(text)), text, image)
         scores, _, type_logits, colour_logits = self.D_train(self.augment(fake), text)
         loss = generator_loss(cfg.loss, scores)
         loss = loss + cfg.aux_weight * self.aux_loss(type_logits, colour_logits, labels)
+        loss = loss + cfg.image_weight * self.image_consistency(fake, image)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
@@ -220,6 +258,15 @@ class Trainer:
             "step": self.step, "elapsed_s": self.elapsed,
             "rng": {"sampling": self.rng.get_state(), "torch": torch.get_rng_state()},
         })
+
+    def warm_start(self, path: str | Path) -> None:
+        """Start from another run's weights; layers that run lacked (the image slot) keep their init."""
+        state = load_checkpoint(path, map_location=self.device)["state_dict"]
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            missing, unexpected = module.load_state_dict(state[name], strict=False)
+            if unexpected or any(not key.startswith("embed.image") for key in missing):
+                raise ValueError(f"{path}: {name} does not fit this configuration ({missing + unexpected})")
+        log.info("warm start from %s", path)
 
     def resume(self) -> bool:
         path = self.out / "checkpoint.pt"
