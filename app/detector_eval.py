@@ -176,10 +176,10 @@ def eval_chat(detector, rows: list[dict], errors: list | None = None) -> dict:
     return out
 
 
-def eval_titles(detector, meta_path: str | Path, errors: list | None = None) -> dict:
+def eval_titles(detector, meta_path: str | Path, errors: list | None = None, every: int = 1) -> dict:
     from app.train_title_model import read_titles
 
-    rows = read_titles(meta_path, "heldout")
+    rows = read_titles(meta_path, "heldout")[::every]
     article, colour, gender, brand_first = LabelScore(), LabelScore(), LabelScore(), LabelScore()
     first_words = {c.lower().split()[0] for c in CATALOGUE_COLOURS}
     for row, det in zip(rows, detector.pipe([r["productDisplayName"] for r in rows])):
@@ -226,15 +226,15 @@ def eval_fashioniq(detector, captions: list[str], errors: list | None = None) ->
     return {"colour_mentioned": mentioned.report(), "exclude_colour": excluded.report()}
 
 
-def measure_speed(detector, texts: list[str]) -> dict:
+def measure_speed(detector, texts: list[str], count: int = SPEED_MESSAGES) -> dict:
     """Messages per second after load, by wall clock and by CPU time of this (single-threaded) process; the CPU
     figure is the one-core rate even on a busy machine."""
-    texts = (texts * (SPEED_MESSAGES // max(len(texts), 1) + 1))[:SPEED_MESSAGES]
+    texts = (texts * (count // max(len(texts), 1) + 1))[:count]
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in detector.pipe(texts):
         pass
     batch = (len(texts) / (time.perf_counter() - wall), len(texts) / (time.process_time() - cpu))
-    single_texts = texts[: SPEED_MESSAGES // 5]
+    single_texts = texts[: max(count // 5, 1)]
     wall, cpu = time.perf_counter(), time.process_time()
     for text in single_texts:
         detector(text)
@@ -244,7 +244,8 @@ def measure_speed(detector, texts: list[str]) -> dict:
             "messages": len(texts)}
 
 
-def run(meta: str | None, fashioniq: str | None, chat: str | None, errors: list | None = None) -> dict:
+def run(meta: str | None, fashioniq: str | None, chat: str | None, errors: list | None = None,
+        speed_messages: int = SPEED_MESSAGES) -> dict:
     from app.detector import KeywordDetector
 
     for path, what in ((meta, "--meta"), (fashioniq, "--fashioniq"), (chat, "--chat")):
@@ -262,8 +263,8 @@ def run(meta: str | None, fashioniq: str | None, chat: str | None, errors: list 
     if captions:
         report["fashioniq"] = eval_fashioniq(detector, captions, errors)
     texts = [r["text"] for r in chat_rows] + captions[:2000]
-    if texts:
-        report["speed"] = measure_speed(detector, texts)
+    if texts and speed_messages > 0:
+        report["speed"] = measure_speed(detector, texts, speed_messages)
     return report
 
 
@@ -286,7 +287,9 @@ def format_report(report: dict) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     errors: list | None = [] if args.errors else None
-    report = run(args.meta, args.fashioniq, args.chat, errors)
+    if args.speed < 0:
+        raise CliError("--speed must be 0 or more")
+    report = run(args.meta, args.fashioniq, args.chat, errors, args.speed)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if errors:
         for line in errors[: args.errors]:
@@ -301,4 +304,6 @@ def register(sub) -> None:
                    help="hand-labelled chat messages, JSON lines (default: tests/data/chat_messages.jsonl)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--errors", type=int, default=0, metavar="N", help="also print the first N mistakes")
+    p.add_argument("--speed", type=int, default=SPEED_MESSAGES, metavar="N",
+                   help=f"messages to time for throughput (default {SPEED_MESSAGES}; 0 skips the timing)")
     p.set_defaults(func=cmd_eval)

@@ -47,7 +47,8 @@ def test_detect_reads_stdin_with_dash(capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv", [["detect", ""], ["detect", "   "], ["detect"], ["detect", "--bogus", "x"],
                                   ["eval-detector", "--chat", "/no/such/file.jsonl"],
-                                  ["eval-detector", "--fashioniq", "/no/such/dir"]])
+                                  ["eval-detector", "--fashioniq", "/no/such/dir"],
+                                  ["eval-detector", "--speed", "-1"]])
 def test_bad_input_is_one_error_line_and_status_2(capsys, argv):
     code, out, err = run_cli(argv, capsys)
     assert code == 2
@@ -58,7 +59,7 @@ def test_bad_input_is_one_error_line_and_status_2(capsys, argv):
 
 
 def test_eval_detector_on_the_chat_set(capsys):
-    code, out, err = run_cli(["eval-detector", "--json"], capsys)
+    code, out, err = run_cli(["eval-detector", "--json", "--speed", "300"], capsys)
     assert code == 0, err
     report = json.loads(out)
     assert set(report["chat"]) == {"article_type", "colour", "exclude_colour", "gender", "usage", "intent"}

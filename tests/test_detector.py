@@ -188,13 +188,13 @@ def test_chat_set_meets_the_targets(detect):
 
 @pytest.mark.skipif(not (SHARED / "fpi64" / "dev_meta.csv").exists(), reason="shared data pack not here")
 def test_held_out_titles_meet_the_target(detect):
-    report = detector_eval.eval_titles(detect, SHARED / "fpi64" / "dev_meta.csv")
+    report = detector_eval.eval_titles(detect, SHARED / "fpi64" / "dev_meta.csv", every=3)  # `eval-detector`: all
     assert report["article_type"]["accuracy"] >= 0.93
 
 
 @pytest.mark.skipif(not (SHARED / "fashioniq").is_dir(), reason="shared data pack not here")
 def test_fashioniq_colours_meet_the_target(detect):
-    captions = detector_eval.read_fashioniq(SHARED / "fashioniq")[::4]
+    captions = detector_eval.read_fashioniq(SHARED / "fashioniq")[::16]  # a sample; `eval-detector` scores all
     assert detector_eval.eval_fashioniq(detect, captions)["colour_mentioned"]["f1"] >= 0.99
 
 
