@@ -262,6 +262,17 @@ class TypoCorrector:
         return best
 
 
+def typo_collisions(words: Iterable[str], lexicon_path: str | Path | None = None) -> list[str]:
+    """Real words the typo corrector would turn into vocabulary words: candidates for the lexicon's not_typos.
+
+    The shipped list came from a BERT uncased word list (words of >= 4 ASCII letters), e.g.
+    `typo_collisions(open("vocab.txt").read().split())`; run it again after adding vocabulary."""
+    lexicon = Lexicon.load(lexicon_path)
+    vocab = lexicon.words()
+    corrector = TypoCorrector(vocab, vocab | lexicon.brand_words() | lexicon.cue_words() | STOP_WORDS)
+    return sorted({w for w in map(normalise, words) if w.isascii() and corrector.correct(w)} - lexicon.not_typos)
+
+
 # ------------------------------------------------------------------------------------------------ title model
 
 
