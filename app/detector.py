@@ -41,10 +41,11 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from models.captions import canonical_caption
+from models.resources import ASSETS_DIR
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = ASSETS_DIR
 LEXICON_PATH = ASSETS / "lexicon.json"
 TITLE_MODEL_PATH = ASSETS / "title_nb.json"
 
