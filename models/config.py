@@ -47,6 +47,7 @@ class TrainConfig:
     aux_weight: float = 1.0  # auxiliary item-type / colour classification
     mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
     augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
+    mode_seeking: float = 1.0  # MSGAN diversity term: different seeds must give different images
     ema_decay: float = 0.999
     image_encoder: str = ""  # retrieval-embedding checkpoint: also condition G on the photo's (grey) embedding
     image_dropout: float = 0.5  # share of samples without the image condition, so text alone still works

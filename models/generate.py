@@ -3,15 +3,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import GANConfig
-from models.data import tensor_to_images
+from models.data import images_to_tensor, tensor_to_images, to_grayscale
 from models.networks import Generator
 from models.resources import GENERATOR_WEIGHTS
 from models.sampling import resolve_device, seed_noise
+
+
+def reference_encoder(payload: dict) -> torch.nn.Module:
+    """The frozen image tower of a retrieval-embedding checkpoint payload ({state_dict, config}).
+    Its embedding of a grey photo is the generator's image condition (shape and style, not colour)."""
+    from models.embedding import EmbeddingConfig, EmbeddingModel
+
+    model = EmbeddingModel(EmbeddingConfig.from_dict(payload["config"]["embedding"]))
+    model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    return model.image.eval().requires_grad_(False)
+
+
+def embed_reference(encoder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """NCHW images in [-1, 1] -> image-condition embeddings."""
+    return encoder(to_grayscale(images))
 
 
 class TextToImage:
@@ -29,6 +45,21 @@ class TextToImage:
             raise CheckpointError(f"{self.path} does not hold a generator this program can load ({exc})") from exc
         self.net.to(self.device).eval()
         self.step = int(ckpt.get("step", 0))
+        self.reference = None  # image-condition encoder, in generators trained with one
+        if self.config.image_dim and "image_encoder" in ckpt:
+            self.reference = reference_encoder(ckpt["image_encoder"]).to(self.device)
+
+    @property
+    def takes_images(self) -> bool:
+        return self.reference is not None
+
+    @torch.inference_mode()
+    def image_condition(self, image: Image.Image) -> torch.Tensor:
+        """A reference photo (any size, RGB) -> the generator's image condition."""
+        from models.data import square_on_white
+
+        pixels = np.asarray(square_on_white(image))[None]
+        return embed_reference(self.reference, images_to_tensor(pixels).to(self.device))[0]
 
     @torch.inference_mode()
     def generate(self, text_embedding: torch.Tensor, seeds: list[int],

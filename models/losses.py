@@ -65,3 +65,12 @@ def accuracy(logits: torch.Tensor | None, labels: torch.Tensor) -> float:
     if not known.any():
         return float("nan")
     return (logits[known].argmax(1) == labels[known]).float().mean().item()
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN (Mao et al. 2019): the first and second halves of the batch share their conditions;
+    penalise image distance that is small for the noise distance, so the seed is not ignored."""
+    half = len(fake) // 2
+    image_dist = (fake[:half] - fake[half : 2 * half]).abs().mean()
+    noise_dist = (z[:half] - z[half : 2 * half]).abs().mean()
+    return 1 / (image_dist / noise_dist + eps)

@@ -24,8 +24,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from models.augment import diff_augment
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import GANConfig, TrainConfig
-from models.data import CaptionBank, LabelVocab, images_to_tensor, load_table, tensor_to_images, to_grayscale
-from models.losses import LOSSES, accuracy, auxiliary_loss, discriminator_loss, generator_loss, gradient_penalty
+from models.data import CaptionBank, LabelVocab, images_to_tensor, load_table, tensor_to_images
+from models.generate import embed_reference, reference_encoder
+from models.losses import (
+    LOSSES,
+    accuracy,
+    auxiliary_loss,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    mode_seeking_loss,
+)
 from models.networks import Discriminator, Generator
 from models.sampling import resolve_device, seed_noise
 
@@ -51,6 +60,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.rng = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)  # all sampling draws here
         self._load_data()
         self.gan_cfg = GANConfig(g_width=cfg.g_width, d_width=cfg.d_width, image_dim=self.image_dim,
@@ -84,22 +94,29 @@ class Trainer:
         self.labels = torch.tensor([self.vocab.encode(r) for r in train.rows], device=self.device)
         self.sample_text = TextEncoder().encode(SAMPLE_CAPTIONS).to(self.device)
         self.image_encoder, self.image_embeddings, self.image_dim = None, None, 0
+        self.image_encoder_payload = None
         if self.cfg.image_encoder:
             self._load_image_condition(train.images)
         log.info("training on %d products (%d held out)", len(train), len(table) - len(train))
 
     def _load_image_condition(self, images) -> None:
-        """Embeddings of the grey training photos from the frozen retrieval encoder: the generator
-        learns shape and style from them while the caption keeps deciding the colour."""
-        from models.retrieval import SearchModel
-
-        encoder = SearchModel(self.cfg.image_encoder, device=str(self.device)).net.image
-        self.image_encoder = encoder.eval().requires_grad_(False)  # frozen; gradients still reach the fakes
+        """Embeddings of the grey training photos from a frozen retrieval encoder: the generator learns
+        shape and style from them while the caption keeps deciding the colour. The encoder is copied into
+        the run (and later the bundled generator), so retraining the search model cannot break it."""
+        own_copy = self.out / "image_encoder.pt"
+        if not own_copy.exists() and self.rank == 0:
+            payload = load_checkpoint(self.cfg.image_encoder)
+            save_checkpoint(own_copy, {"state_dict": payload["state_dict"],
+                                       "config": {"embedding": payload["config"]["embedding"]}})
+        if self.world > 1:
+            dist.barrier()
+        self.image_encoder_payload = load_checkpoint(own_copy)
+        self.image_encoder = reference_encoder(self.image_encoder_payload).to(self.device)
         chunks = []
         with torch.no_grad():
             for start in range(0, len(images), 512):
                 batch = images_to_tensor(images[start : start + 512]).to(self.device)
-                chunks.append(self.image_encoder(to_grayscale(batch)))
+                chunks.append(embed_reference(self.image_encoder, batch))
         self.image_embeddings = torch.cat(chunks)
         self.image_dim = self.image_embeddings.shape[1]
 
@@ -123,7 +140,7 @@ class Trainer:
         given = image.norm(dim=1) > 0
         if not given.any():
             return torch.zeros((), device=fake.device)
-        embedded = self.image_encoder(to_grayscale(fake[given]))
+        embedded = embed_reference(self.image_encoder, fake[given])
         return (1 - (embedded * image[given]).sum(dim=1)).mean()
 
     def noise(self, n: int) -> torch.Tensor:
@@ -164,9 +181,16 @@ class Trainer:
     def g_step(self) -> dict:
         cfg = self.cfg
         _, text, labels, image = self.batch()
-        fake = self.G_train(self.noise(len(text)), text, image)
+        if cfg.mode_seeking:  # pairs of samples with one condition and two seeds
+            half = len(text) // 2
+            text, labels = text[:half].repeat(2, 1), labels[:half].repeat(2, 1)
+            image = image[:half].repeat(2, 1) if image is not None else None
+        z = self.noise(len(text))
+        fake = self.G_train(z, text, image)
         scores, _, type_logits, colour_logits = self.D_train(self.augment(fake), text)
         loss = generator_loss(cfg.loss, scores)
+        if cfg.mode_seeking:
+            loss = loss + cfg.mode_seeking * mode_seeking_loss(fake, z)
         loss = loss + cfg.aux_weight * self.aux_loss(type_logits, colour_logits, labels)
         loss = loss + cfg.image_weight * self.image_consistency(fake, image)
         self.opt_g.zero_grad(set_to_none=True)
@@ -251,7 +275,8 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save(self) -> None:
-        save_checkpoint(self.out / "checkpoint.pt", {
+        extra = {"image_encoder": self.image_encoder_payload} if self.image_encoder is not None else {}
+        save_checkpoint(self.out / "checkpoint.pt", {**extra,
             "state_dict": {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict()},
             "config": {"gan": self.gan_cfg.to_dict(), "train": self.cfg.to_dict()},
             "optimizer": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
@@ -297,8 +322,9 @@ def export_generator(checkpoint: str | Path, out: str | Path, half: bool = True)
     ckpt = load_checkpoint(checkpoint)
     state = {k: (v.half() if half and v.is_floating_point() else v)
              for k, v in ckpt["state_dict"]["G_ema"].items()}
+    extra = {"image_encoder": ckpt["image_encoder"]} if "image_encoder" in ckpt else {}
     save_checkpoint(out, {"state_dict": state, "config": {"gan": ckpt["config"]["gan"]},
-                          "step": ckpt["step"], "train": ckpt["config"]["train"]})
+                          "step": ckpt["step"], "train": ckpt["config"]["train"], **extra})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,3 +150,23 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert ckpt["step"] == 3
     assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_mode_seeking_loss_penalises_ignoring_the_seed():
+    from models.losses import mode_seeking_loss
+
+    z = torch.randn(8, 16)
+    same = torch.zeros(8, 3, 4, 4)
+    varied = torch.randn(8, 3, 4, 4)
+    assert mode_seeking_loss(same, z) > 1000 * mode_seeking_loss(varied, z)
+
+
+def test_warm_start_adds_an_image_slot_without_changing_text_only_images(tmp_path):
+    """A zero-initialised image slot: a text-only generator gains it and still draws the same images."""
+    G = Generator(TINY).eval()
+    sliced = Generator(GANConfig(**{**TINY.to_dict(), "image_dim": 6})).eval()
+    missing, unexpected = sliced.load_state_dict(G.state_dict(), strict=False)
+    assert missing == ["embed.image.weight"] and not unexpected
+    z, text = torch.randn(2, TINY.z_dim), torch.randn(2, 384)
+    with torch.no_grad():
+        assert torch.allclose(G(z, text), sliced(z, text, torch.randn(2, 6)), atol=1e-6)
