@@ -1,0 +1,641 @@
+"""The shopping conversation: what the user is looking for right now, and what to answer.
+
+No tkinter here (the Thonny split): `Bot.respond(text)` returns a plain `Reply` that the GUI renders,
+the tests inspect and the history stores. The bot keeps the state of the current request
+(`RequestState`: item, colours, excluded colours, gender, usage, attributes, last seeds):
+
+- greeting / help / other -> a friendly answer with example requests;
+- shop with an item -> a new request: "Looking for: <chips>" and the images;
+- refine -> changes only what the message names ("make it red" keeps the item and changes the colour;
+  "same but for women" changes the gender; "show me more" draws new seeds of the same request);
+- no item known yet -> a short clarifying question; the next message that names an item completes it;
+- excluded colours ("not black") never reach the caption, and images or products that look like an
+  excluded colour are left out (new seeds are drawn in their place).
+
+The service is `app.service.ModelService` (or any object with `detect` and `generate`); the optional
+catalogue methods (`similar_products`, `describe_image`, `variants`) are used when present.
+All methods here run on the worker thread: they may take seconds.
+"""
+from __future__ import annotations
+
+import colorsys
+import logging
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.captions import canonical_caption
+
+log = logging.getLogger(__name__)
+
+SIMILAR_K = 8              # products in a "Similar products" strip
+VARIATION_STRENGTH = 0.35  # "More like this": how far variations move from the seed's latent (0..1)
+EXCLUDE_ROUNDS = 3         # extra draws allowed to replace images that show an excluded colour
+
+EXAMPLES = [
+    "a red dress for a party",
+    "navy blue formal shirts for men",
+    "white sneakers, anything but black",
+    "a striped t-shirt for women",
+]
+REFINE_EXAMPLES = ["make it green", "same but for women", "with long sleeves", "not black", "show me more"]
+CLARIFY_ITEMS = "a dress, a shirt, jeans, sneakers or a handbag"
+
+# Words that make a message with a new item keep the rest of the request ("same but in shirts").
+_CARRY_OVER = re.compile(r"\b(same|instead|what about|how about|also|too|as well|make (it|them)|change|switch"
+                         r"|rather)\b", re.I)
+_THANKS = re.compile(r"\b(thanks|thank you|thank u|thx|ty|cheers|appreciate)\b", re.I)
+
+# Catalogue colour label -> family, for "does this image/product show an excluded colour?".
+COLOUR_FAMILIES = {
+    "black": ["Black"],
+    "white": ["White", "Off White", "Cream"],
+    "grey": ["Grey", "Grey Melange", "Charcoal", "Silver"],
+    "red": ["Red", "Maroon", "Burgundy"],
+    "pink": ["Pink", "Magenta", "Rose", "Peach"],
+    "orange": ["Orange", "Rust", "Copper"],
+    "yellow": ["Yellow", "Mustard", "Gold"],
+    "green": ["Green", "Olive", "Sea Green", "Fluorescent Green", "Lime Green"],
+    "blue": ["Blue", "Navy Blue", "Turquoise Blue", "Teal"],
+    "purple": ["Purple", "Lavender", "Mauve"],
+    "brown": ["Brown", "Coffee Brown", "Mushroom Brown", "Tan", "Bronze", "Khaki", "Taupe"],
+    "beige": ["Beige", "Skin", "Nude"],
+}
+_FAMILY_OF = {label.lower(): family for family, labels in COLOUR_FAMILIES.items() for label in labels}
+
+
+def colour_family(label: str | None) -> str | None:
+    """'Navy Blue' -> 'blue'; None for labels without a single colour (Multi, Metallic) or unknown."""
+    return _FAMILY_OF.get((label or "").strip().lower())
+
+
+def image_colour_family(image) -> str | None:
+    """A rough colour family of the item in a product-style image (on a light background)."""
+    import numpy as np
+
+    arr = np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0
+    px = arr.reshape(-1, 3)
+    fg = px[px.min(axis=1) < 0.86]  # not the near-white background
+    if len(fg) < 0.04 * len(px):
+        return "white"
+    r, g, b = (float(v) for v in np.median(fg, axis=0))
+    h, s, v = colorsys.rgb_to_hsv(r, g, b)
+    hue = h * 360
+    if v < 0.22:
+        return "black"
+    if s < 0.16:
+        return "white" if v > 0.85 else "grey"
+    if s < 0.35 and 20 <= hue < 55 and v > 0.7:
+        return "beige"
+    if hue < 15 or hue >= 345:
+        return "red"
+    if hue < 40:
+        return "brown" if v < 0.6 else "orange"
+    if hue < 70:
+        return "yellow" if v > 0.55 else "green"
+    if hue < 170:
+        return "green"
+    if hue < 260:
+        return "blue"
+    if hue < 300:
+        return "purple"
+    return "pink"
+
+
+# ------------------------------------------------------------------------------------------ plain objects
+
+
+@dataclass
+class Chip:
+    label: str  # what the chip shows: "Red", "not Black", "Dresses", "Women", "Party", "long sleeve"
+    kind: str   # item | colour | not_colour | gender | usage | attribute
+
+
+@dataclass
+class ShownImage:
+    image: Any                    # PIL.Image, 64x64 RGB
+    seed: int
+    caption: str
+    variation: int | None = None  # "More like this": the second seed mixed into `seed`'s latent
+    prompt: str = ""              # what the user typed, for the saved file's metadata
+    regenerable: bool = True      # False for image-conditioned variants (needs the uploaded image)
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.variation is None else f"seed {self.seed} ~{self.variation}"
+
+    def record(self) -> dict:
+        return {"seed": self.seed, "variation": self.variation, "caption": self.caption,
+                "regenerable": self.regenerable}
+
+
+@dataclass
+class Reply:
+    text: str                                  # the whole answer as plain text (history, tests, logs)
+    kind: str = "text"                         # text | images | clarify | error
+    headline: str | None = None                # shown before the chips, e.g. "Looking for:"
+    chips: list[Chip] = field(default_factory=list)
+    note: str | None = None                    # a second line: what changed, what was left out
+    images: list[ShownImage] = field(default_factory=list)
+    similar: list[dict] = field(default_factory=list)  # id, title, articleType, baseColour, score, thumbnail
+    caption: str | None = None
+    request: dict | None = None                # the request state after this turn
+
+    def record(self) -> dict:
+        """A JSON-able copy for the chat history (images as seeds: they can be drawn again)."""
+        return {
+            "role": "bot", "kind": self.kind, "text": self.text, "headline": self.headline,
+            "chips": [[c.label, c.kind] for c in self.chips], "note": self.note, "caption": self.caption,
+            "images": [im.record() for im in self.images],
+            "similar": [{k: p.get(k) for k in ("id", "title", "articleType", "baseColour")} for p in self.similar],
+        }
+
+
+@dataclass
+class RequestState:
+    article_type: str | None = None
+    colours: list[str] = field(default_factory=list)
+    exclude_colours: list[str] = field(default_factory=list)
+    gender: str | None = None
+    usage: str | None = None
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)  # the last set drawn, so refinements keep the layout
+
+    @property
+    def empty(self) -> bool:
+        return not (self.article_type or self.colours or self.exclude_colours or self.gender or self.usage
+                    or self.attributes)
+
+    def caption(self) -> str:
+        values = [v for vs in self.attributes.values() for v in vs]
+        return canonical_caption(self.article_type, self.colours, self.gender, self.usage, values)
+
+    def chips(self) -> list[Chip]:
+        chips = [Chip(c, "colour") for c in self.colours]
+        chips += [Chip(v, "attribute") for vs in self.attributes.values() for v in vs]
+        if self.article_type:
+            chips.append(Chip(self.article_type, "item"))
+        if self.gender:
+            chips.append(Chip(self.gender, "gender"))
+        if self.usage:
+            chips.append(Chip(self.usage, "usage"))
+        chips += [Chip(f"not {c}", "not_colour") for c in self.exclude_colours]
+        return chips
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> RequestState:
+        if not isinstance(data, dict):
+            return cls()
+        try:
+            return cls(
+                article_type=data.get("article_type") or None,
+                colours=[str(c) for c in data.get("colours") or []],
+                exclude_colours=[str(c) for c in data.get("exclude_colours") or []],
+                gender=data.get("gender") or None, usage=data.get("usage") or None,
+                attributes={str(k): [str(v) for v in vs] for k, vs in (data.get("attributes") or {}).items()},
+                seeds=[int(s) for s in data.get("seeds") or []],
+            )
+        except (TypeError, ValueError, AttributeError):
+            log.warning("ignoring an unreadable saved request state: %r", data)
+            return cls()
+
+    def apply(self, detection) -> list[str]:
+        """Change what the detection names, keep the rest; returns what changed, in words."""
+        changes = []
+        if detection.colours:
+            self.colours = list(detection.colours)
+            self.exclude_colours = [c for c in self.exclude_colours if c not in detection.colours]
+            changes.append(f"colour to {' and '.join(c.lower() for c in detection.colours)}")
+        if detection.exclude_colours:
+            new = [c for c in detection.exclude_colours if c not in self.exclude_colours]
+            self.exclude_colours += new
+            self.colours = [c for c in self.colours if c not in detection.exclude_colours]
+            if new:
+                changes.append(f"no {' or '.join(c.lower() for c in new)}")
+        if detection.gender and detection.gender != self.gender:
+            self.gender = detection.gender
+            changes.append(f"for {detection.gender.lower()}")
+        if detection.usage and detection.usage != self.usage:
+            self.usage = detection.usage
+            changes.append(f"{detection.usage.lower()} wear")
+        for name, values in (detection.attributes or {}).items():
+            if values and self.attributes.get(name) != list(values):
+                self.attributes[name] = list(values)
+                changes.append(" ".join(values))
+        return changes
+
+
+def state_from_detection(detection) -> RequestState:
+    state = RequestState(article_type=detection.article_types[0] if detection.article_types else None)
+    state.apply(detection)
+    return state
+
+
+class Settingslike:
+    """What the bot reads from the app settings (app.storage.Settings has these fields)."""
+
+    images_per_request: int = 4
+    seed_mode: str = "random"
+    fixed_seed: int = 0
+
+
+def _pick_seeds(n: int, start: int | None = None) -> list[int]:
+    first = random.randrange(0, 2**31 - n) if start is None else start
+    return list(range(first, first + n))
+
+
+# -------------------------------------------------------------------------------------------------- the bot
+
+
+class Bot:
+    def __init__(self, service, settings=None, state: dict | None = None):
+        self.service = service
+        self.settings = settings if settings is not None else Settingslike()
+        self.state = RequestState.from_dict(state)
+        self.reference = None          # the uploaded image the current request started from, if any
+        # The catalogue (similar products, describing photos); the window sets it from the loading result.
+        self.catalogue_ready = hasattr(service, "similar_products") or hasattr(service, "describe_image")
+        self.catalogue_error: str | None = None
+        self.generation_error: str | None = None  # set when the generator could not be loaded
+        self._variation_counter = 0
+
+    # -- public entry points (worker thread)
+
+    def reset(self) -> None:
+        self.state = RequestState()
+        self.reference = None
+
+    def respond(self, text: str, check: Callable[[], None] = lambda: None) -> Reply:
+        text = (text or "").strip()
+        if not text:
+            return Reply("Type what you are looking for, e.g. " + _quote(EXAMPLES[0]) + ".")
+        detection = self.service.detect(text)
+        check()
+        intent = detection.intent
+        has_filters = bool(detection.colours or detection.exclude_colours or detection.gender or detection.usage
+                           or detection.attributes)
+        if detection.article_types:
+            return self._shop_item(text, detection, check)
+        if intent == "greeting" and not has_filters:
+            return self._greeting()
+        if intent == "help":
+            return self._help()
+        if intent == "other" and not has_filters:
+            if _THANKS.search(text):
+                return Reply("You're welcome! Ask for something else whenever you like, e.g. "
+                             f"{_quote(EXAMPLES[1])}.")
+            return Reply("Sorry, I didn't catch an item in that. I find clothes, shoes and accessories: try "
+                         + ", ".join(_quote(e) for e in EXAMPLES[:3]) + ".")
+        # shop or refine without a new item: change only what the message names.
+        return self._refine(text, detection, check)
+
+    def more_like(self, caption: str, seed: int, prompt: str = "",
+                  check: Callable[[], None] = lambda: None) -> Reply:
+        """Variations around one image: its seed's latent mixed with a little of new seeds."""
+        n = self._n()
+        images = self._variations(caption, seed, n, prompt)
+        check()
+        similar, note = self._similar(caption, [im.image for im in images], self._excluded_families())
+        return Reply(f"More like seed {seed}: {caption}", "images", headline=f"More like seed {seed}:",
+                     chips=self.state.chips() if self.state.caption() == caption else [],
+                     note=note, images=images, similar=similar, caption=caption, request=self.state.to_dict())
+
+    def similar_to(self, image, caption: str, seed: int | None = None) -> Reply:
+        label = f"seed {seed}" if seed is not None else "this image"
+        if not (self.catalogue_ready and hasattr(self.service, "similar_products")):
+            return Reply("Similar products need the product catalogue, which is not available"
+                         + (f" ({self.catalogue_error})." if self.catalogue_error else " in this build."), "error")
+        products, note = self._similar(caption, [image], self._excluded_families(), raise_errors=True)
+        if not products:
+            return Reply(f"I found no products similar to {label}.", "text")
+        return Reply(f"Products similar to {label} ({caption}):", "images", headline=f"Products similar to {label}:",
+                     note=note, similar=products, caption=caption)
+
+    def redraw(self, caption: str, items: list[dict], prompt: str = "") -> Reply:
+        """Draw a stored set again from its seeds (history restored after a restart)."""
+        images = []
+        plain = [it for it in items if it.get("variation") is None]
+        if plain:
+            seeds = [int(it["seed"]) for it in plain]
+            images += [ShownImage(im, s, caption, prompt=prompt)
+                       for s, im in zip(seeds, self._generate(caption, seeds).images)]
+        for it in items:
+            if it.get("variation") is not None:
+                images += self._variations(caption, int(it["seed"]), 1, prompt, [int(it["variation"])])
+        similar, note = self._similar(caption, [im.image for im in images], self._excluded_families())
+        return Reply(f"Again: {caption}", "images", images=images, similar=similar, note=note, caption=caption)
+
+    def respond_image(self, image, text: str = "", name: str = "",
+                      check: Callable[[], None] = lambda: None) -> Reply:
+        """An image attached in the chat: describe it, draw variants (changed by `text`), similar products."""
+        detection = self.service.detect(text) if text.strip() else None
+        result = analyse_upload(self.service, image, detection, self._seeds(), self._excluded_families(),
+                                catalogue=self.catalogue_ready, catalogue_error=self.catalogue_error)
+        check()
+        if result.state is not None:
+            self.state = result.state
+            self.state.seeds = [im.seed for im in result.reply.images]
+            self.reference = image
+        result.reply.request = self.state.to_dict()
+        return result.reply
+
+    # -- conversation steps
+
+    def _greeting(self) -> Reply:
+        return Reply("Hi! I'm your shopping assistant. Tell me what you're looking for and I'll draw a few "
+                     "ideas and find similar products. For example: "
+                     + ", ".join(_quote(e) for e in EXAMPLES[:3]) + ".")
+
+    def _help(self) -> Reply:
+        return Reply("Describe an item with any colour, style, occasion or who it's for, e.g. "
+                     + ", ".join(_quote(e) for e in EXAMPLES) + ". Then refine it: "
+                     + ", ".join(_quote(e) for e in REFINE_EXAMPLES) + ". You can also attach a photo "
+                     "(the Attach button or the Upload tab) to get variants of it and similar products. "
+                     "Under each image: Save, More like this and Similar products.")
+
+    def _shop_item(self, text: str, detection, check) -> Reply:
+        keep = (self.state.article_type and _CARRY_OVER.search(text)) or (not self.state.article_type
+                                                                          and not self.state.empty)
+        if keep:  # "same but in shirts", or the answer to "what kind of item?"
+            self.state.article_type = detection.article_types[0]
+            changes = [f"item to {self.state.article_type.lower()}"] + self.state.apply(detection)
+        else:
+            self.state = state_from_detection(detection)
+            self.reference = None
+            changes = []
+        note = None
+        if len(detection.article_types) > 1:
+            note = (f"One item at a time: showing {detection.article_types[0].lower()} first "
+                    f"(then ask for {', '.join(a.lower() for a in detection.article_types[1:])}).")
+        elif changes and keep and self.state.seeds:
+            note = "Changed " + ", ".join(changes) + "."
+        seeds = self._seeds()
+        return self._draw_reply(text, seeds, note, check)
+
+    def _refine(self, text: str, detection, check) -> Reply:
+        changes = self.state.apply(detection)
+        if not self.state.article_type:
+            if self.state.empty:
+                return Reply("What are you looking for? For example " + CLARIFY_ITEMS + ".", "clarify")
+            return Reply(f"What kind of item would you like ({', '.join(c.label for c in self.state.chips())})? "
+                         f"For example {CLARIFY_ITEMS}.", "clarify", headline="So far:",
+                         chips=self.state.chips(), request=self.state.to_dict())
+        if changes:  # same seeds: the same designs, changed as asked
+            seeds = self.state.seeds if len(self.state.seeds) == self._n() else self._seeds()
+            note = "Changed " + ", ".join(changes) + "."
+        else:  # "show me more", "another one", "different ones"
+            last = self.state.seeds[-1] if self.state.seeds else None
+            seeds = self._seeds(after=last)
+            note = "New designs for the same request."
+        return self._draw_reply(text, seeds, note, check)
+
+    def _draw_reply(self, text: str, seeds: list[int], note: str | None, check) -> Reply:
+        caption = self.state.caption()
+        chips = self.state.chips()
+        headline = "Looking for:"
+        plain = f"{headline} " + " · ".join(c.label for c in chips)
+        if self.generation_error:
+            return Reply(f"{plain}. I can't draw images right now: {self.generation_error}", "error",
+                         headline=headline, chips=chips, note=f"I can't draw images right now: "
+                         f"{self.generation_error}", caption=caption, request=self.state.to_dict())
+        excluded = self._excluded_families()
+        if self.reference is not None and hasattr(self.service, "variants"):
+            images, dropped = self._draw_variants(self.reference, caption, seeds, excluded, text, check)
+        else:
+            images, dropped = self._draw(caption, seeds, excluded, text, check)
+        self.state.seeds = [im.seed for im in images] or seeds
+        similar, similar_note = self._similar(caption, [im.image for im in images], excluded)
+        notes = [n for n in (note, _dropped_note(dropped, self.state.exclude_colours), similar_note) if n]
+        return Reply(plain, "images", headline=headline, chips=chips, note=" ".join(notes) or None,
+                     images=images, similar=similar, caption=caption, request=self.state.to_dict())
+
+    # -- drawing
+
+    def _n(self) -> int:
+        return max(1, min(8, int(getattr(self.settings, "images_per_request", 4))))
+
+    def _seeds(self, after: int | None = None) -> list[int]:
+        n = self._n()
+        if getattr(self.settings, "seed_mode", "random") == "fixed":
+            start = after + 1 if after is not None else int(getattr(self.settings, "fixed_seed", 0))
+            return list(range(start, start + n))
+        return _pick_seeds(n)
+
+    def _generate(self, caption: str, seeds: list[int]):
+        return self.service.generate(caption, seeds)
+
+    def _draw(self, caption, seeds, excluded, prompt, check) -> tuple[list[ShownImage], int]:
+        """The images for `seeds`; those showing an excluded colour are replaced by later seeds."""
+        n = len(seeds)
+        images = [ShownImage(im, s, caption, prompt=prompt)
+                  for s, im in zip(seeds, self._generate(caption, seeds).images)]
+        if not excluded:
+            return images, 0
+        keep = [im for im in images if self._family(im.image) not in excluded]
+        dropped = n - len(keep)
+        next_seed = max(seeds) + 1
+        for _ in range(EXCLUDE_ROUNDS):
+            if len(keep) >= n:
+                break
+            check()
+            extra = list(range(next_seed, next_seed + 2 * (n - len(keep))))
+            next_seed = extra[-1] + 1
+            more = [ShownImage(im, s, caption, prompt=prompt)
+                    for s, im in zip(extra, self._generate(caption, extra).images)]
+            keep += [im for im in more if self._family(im.image) not in excluded]
+        return keep[:n], dropped
+
+    def _draw_variants(self, image, caption, seeds, excluded, prompt, check):
+        generated, _ = self.service.variants(image, text=caption, seeds=seeds)
+        out = [ShownImage(im, s, generated.caption, prompt=prompt, regenerable=False)
+               for s, im in zip(generated.seeds, generated.images)]
+        keep = [im for im in out if not excluded or self._family(im.image) not in excluded]
+        return keep or out, len(out) - len(keep)
+
+    def _variations(self, caption: str, seed: int, n: int, prompt: str = "",
+                    variation_seeds: list[int] | None = None) -> list[ShownImage]:
+        if variation_seeds is None:
+            if getattr(self.settings, "seed_mode", "random") == "fixed":
+                variation_seeds = [self._variation_counter + i + 1 for i in range(n)]
+                self._variation_counter += n
+            else:
+                variation_seeds = _pick_seeds(n)
+        custom = getattr(self.service, "variations", None)
+        if callable(custom):
+            images = custom(caption, seed, variation_seeds, VARIATION_STRENGTH)
+        else:
+            images = latent_variations(self.service, caption, seed, variation_seeds, VARIATION_STRENGTH)
+        if images is None:  # no access to the latent: new seeds of the same caption
+            seeds = [seed + 1 + i for i in range(n)]
+            return [ShownImage(im, s, caption, prompt=prompt)
+                    for s, im in zip(seeds, self._generate(caption, seeds).images)]
+        return [ShownImage(im, seed, caption, variation=v, prompt=prompt)
+                for v, im in zip(variation_seeds, images)]
+
+    # -- colours and products
+
+    def _excluded_families(self) -> set[str]:
+        return {f for f in (colour_family(c) for c in self.state.exclude_colours) if f}
+
+    def _family(self, image) -> str | None:
+        describe = getattr(self.service, "describe_image", None)
+        if callable(describe) and self.catalogue_ready:
+            try:
+                return colour_family(describe(image).get("baseColour"))
+            except Exception:  # noqa: BLE001 - the heuristic below is a fine fallback
+                log.exception("describe_image failed; using the colour heuristic")
+        return image_colour_family(image)
+
+    def _similar(self, caption, images, excluded, raise_errors: bool = False) -> tuple[list[dict], str | None]:
+        if not (self.catalogue_ready and hasattr(self.service, "similar_products")):
+            return [], None
+        try:
+            found = self.service.similar_products(caption=caption, images=images, k=SIMILAR_K + 8)
+        except Exception as exc:
+            if raise_errors:
+                raise
+            log.exception("similar products failed")
+            return [], f"(Similar products are unavailable: {exc}.)"
+        kept = [p for p in found if colour_family(p.get("baseColour")) not in excluded]
+        return kept[:SIMILAR_K], None
+
+
+# ----------------------------------------------------------------------------------------------- uploads
+
+
+@dataclass
+class UploadResult:
+    reply: Reply
+    state: RequestState | None          # what the image shows (changed by the text), or None
+    attributes: dict | None = None      # describe_image's answer: articleType, baseColour, caption, confidence
+
+
+def analyse_upload(service, image, detection=None, seeds: list[int] | None = None,
+                   excluded: set[str] = frozenset(), catalogue: bool = True,
+                   catalogue_error: str | None = None) -> UploadResult:
+    """A reference image (+ optional change such as "in red") -> description, variants, similar products.
+
+    `catalogue`: whether the image models are loaded (describe_image, variants and similar products
+    need them); without them the answer says why instead.
+    """
+    seeds = seeds or _pick_seeds(4)
+    describe = getattr(service, "describe_image", None)
+    variants = getattr(service, "variants", None)
+    if not catalogue or (not callable(describe) and not callable(variants)):
+        why = f" ({catalogue_error})" if catalogue_error else " in this build"
+        return UploadResult(Reply(f"I can't analyse photos right now: the image search models are not available"
+                                  f"{why}. Describe what you want in words instead, e.g. {_quote(EXAMPLES[0])}.",
+                                  "error"), None)
+    text = detection.text if detection is not None else ""
+    if callable(variants):
+        generated, described = variants(image, text=text, seeds=seeds)
+        described = described or {}
+        original = described.get("original") or described
+        caption = generated.caption
+        pairs = list(zip(generated.seeds, generated.images))
+        regenerable = False
+    else:
+        original = described = describe(image)
+        pairs, caption, regenerable = [], None, True
+    seen = _state_from_description(original)
+    state = _state_from_description(described)
+    changes = state.apply(detection) if detection is not None else []
+    if detection is not None and detection.article_types and detection.article_types[0] != state.article_type:
+        state.article_type = detection.article_types[0]
+        changes.insert(0, f"item to {state.article_type.lower()}")
+    if described is not original and described.get("changed") and not changes:
+        names = {"articleType": "item", "baseColour": "colour"}
+        changes = [f"{names.get(key, key)} to {str(described.get(key)).lower()}" for key in described["changed"]]
+    if caption is None:  # no image-conditioned variants: draw the described (and changed) caption
+        caption = state.caption()
+        generated = service.generate(caption, seeds)
+        pairs = list(zip(generated.seeds, generated.images))
+    images = [ShownImage(im, s, caption, prompt=text or "uploaded image", regenerable=regenerable)
+              for s, im in pairs]
+    if excluded:
+        images = [im for im in images if image_colour_family(im.image) not in excluded] or images
+    note_parts = [n for n in (_confidence_note(original.get("confidence")),) if n]
+    if changes:
+        note_parts.append("Changed " + ", ".join(changes) + ".")
+    products: list[dict] = []
+    try:
+        if callable(getattr(service, "similar_to_image", None)):
+            products = service.similar_to_image(image, text, k=SIMILAR_K + 8)
+        elif hasattr(service, "similar_products"):
+            products = service.similar_products(caption=caption if changes else None,
+                                                images=[im.image for im in images] if changes else [image],
+                                                k=SIMILAR_K + 8)
+        products = [p for p in products if colour_family(p.get("baseColour")) not in excluded][:SIMILAR_K]
+    except Exception as exc:  # noqa: BLE001 - the variants are still worth showing
+        log.exception("similar products for an upload failed")
+        note_parts.append(f"(Similar products are unavailable: {exc}.)")
+    headline = "Variants of your photo:" if changes else "This looks like:"
+    chips = state.chips() if changes else seen.chips()
+    plain = f"{headline} " + " \u00b7 ".join(c.label for c in chips)
+    reply = Reply(plain, "images", headline=headline, chips=chips, note=" ".join(note_parts) or None,
+                  images=images, similar=products, caption=caption)
+    return UploadResult(reply, state if not state.empty else None, original)
+
+
+def _state_from_description(info: dict) -> RequestState:
+    colour = info.get("baseColour")
+    return RequestState(article_type=info.get("articleType") or None, colours=[colour] if colour else [],
+                        gender=info.get("gender") or None)
+
+
+def _confidence_note(confidence) -> str | None:
+    """describe_image's confidence: one number, or one per attribute ({"articleType": 0.8, ...})."""
+    if isinstance(confidence, dict):
+        names = {"articleType": "type", "baseColour": "colour", "gender": "gender"}
+        parts = [f"{names[k]} {v:.0%}" for k, v in confidence.items()
+                 if k in names and isinstance(v, (int, float)) and not math.isnan(v)]
+        return f"(Sure of {', '.join(parts)}.)" if parts else None
+    if isinstance(confidence, (int, float)) and not math.isnan(confidence):
+        return f"({confidence:.0%} sure.)"
+    return None
+
+
+def latent_variations(service, caption: str, seed: int, variation_seeds: list[int],
+                      strength: float = VARIATION_STRENGTH):
+    """Images whose latent is `seed`'s, moved a little towards each variation seed's; None without access.
+
+    z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution.
+    """
+    generator = getattr(service, "generator", None)
+    encoder = getattr(service, "encoder", None)
+    net = getattr(generator, "net", None)
+    if net is None or encoder is None or not hasattr(generator, "config"):
+        return None
+    import torch
+
+    try:
+        from models.sampling import seed_noise
+    except ImportError:  # older layout
+        from models.train import seed_noise
+    from models.data import tensor_to_images
+
+    z_dim = generator.config.z_dim
+    base = seed_noise([seed], z_dim)
+    moves = seed_noise(variation_seeds, z_dim)
+    z = math.sqrt(1 - strength**2) * base + strength * moves
+    text = encoder.encode([caption])[0].reshape(1, -1).expand(len(variation_seeds), -1)
+    device = getattr(generator, "device", torch.device("cpu"))
+    with torch.inference_mode():
+        return tensor_to_images(net(z.to(device), text.to(device)))
+
+
+def _dropped_note(dropped: int, excluded: list[str]) -> str | None:
+    if not dropped:
+        return None
+    colours = " or ".join(c.lower() for c in excluded)
+    return f"Left out {dropped} image{'s' if dropped > 1 else ''} that looked {colours}."
+
+
+def _quote(text: str) -> str:
+    return f"\u201c{text}\u201d"

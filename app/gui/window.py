@@ -1,0 +1,761 @@
+"""The main window: tabs, menus, status bar, settings, and the bridge to the worker thread.
+
+`run_app(args)` shows the window first (tkinter only: no torch, transformers or spaCy on the main
+thread), then loads the models on the worker thread. Messages sent meanwhile wait in the worker's
+queue behind the loading job and are answered once it finishes. Every job's events come back
+through `Worker.events`, drained every POLL_MS by `App._poll` (the only place results touch widgets);
+events of requests the UI no longer waits for (cancelled, cleared) are dropped.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import logging.handlers
+import os
+import time
+import tkinter as tk
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from tkinter import ttk
+
+from app.gui import BG, Dialogs, configure_styles
+from app.gui.chat import ChatActions, ChatView
+from app.gui.saved import SavedTab
+from app.gui.upload import UploadActions, UploadTab
+from app.storage import Settings, Storage, user_log_dir
+from app.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
+
+log = logging.getLogger(__name__)
+
+APP_TITLE = "FashionGAN \u00b7 Shopping Assistant"
+POLL_MS = 30                # how often the UI drains the worker's events
+MAX_EVENTS_PER_POLL = 40    # the rest wait for the next tick: the UI never stalls on a burst
+RESTORE_MESSAGES = 80       # history messages drawn at start; older ones stay in the file
+LOAD_STEPS = 5              # progress messages while loading: detector, encoder, generator, catalogue, ready
+LOG_FILE = "fashiongan.log"
+DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}
+WEIGHTS_FIX = ("To fix it, reinstall FashionGAN, or put a generator checkpoint at that path. From a source "
+               "checkout, export one from a training run:\n"
+               "    python -m models.train --out runs/gan-v1 --export weights/generator.pt")
+
+
+@dataclass
+class LoadResult:
+    device: str
+    error: str | None = None          # the models could not all be loaded (images can't be drawn)
+    error_file: str | None = None     # the file that is missing or damaged
+    catalog_error: str | None = None  # similar products unavailable
+    similar: bool = False
+    notice: str | None = None         # e.g. "no GPU: using the CPU"
+
+
+def setup_logging(level: str = "WARNING") -> Path:
+    """Log to LOG_DIR/fashiongan.log (INFO and up, rotated) besides the console (at `level`)."""
+    directory = user_log_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOG_FILE
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    console_level = logging.getLevelName(str(level).upper())
+    for existing in root.handlers:
+        if isinstance(console_level, int):
+            existing.setLevel(console_level)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+def default_service_factory(catalog: str | None = None) -> Callable[[str], object]:
+    def make(device: str):
+        from app.service import ModelService  # imported on the worker thread: the window is already up
+
+        return ModelService(catalog=catalog, device=device)
+
+    return make
+
+
+def open_upload(path: str):
+    """A user's file -> RGB PIL image, or ValueError with a message for the chat."""
+    try:
+        from models.images import open_image
+    except ImportError:  # pragma: no cover - models.images ships with the multimodal issue
+        open_image = _open_image_minimal
+    return open_image(path)
+
+
+def _open_image_minimal(path: str, max_bytes: int = 50 * 2**20, max_pixels: int = 40_000_000):
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p} is not a file")
+    if p.stat().st_size > max_bytes:
+        raise ValueError(f"{p.name} is too large ({p.stat().st_size / 2**20:.0f} MB)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(p) as im:
+                if im.width * im.height > max_pixels:
+                    raise ValueError(f"{p.name} is too large: {im.width}x{im.height} pixels")
+                im.load()
+                return im.convert("RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"{p.name} is too large to decode safely") from exc
+        except UnidentifiedImageError as exc:
+            raise ValueError(f"{p.name} is not an image") from exc
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"{p.name} is damaged or truncated ({exc})") from exc
+
+
+class StatusBar(ttk.Frame):
+    def __init__(self, master):
+        super().__init__(master, style="Status.TFrame", padding=(10, 3))
+        self.state = ttk.Label(self, text="starting ...", style="Status.TLabel")
+        self.state.pack(side="left")
+        self.detail = ttk.Label(self, text="", style="StatusMuted.TLabel")
+        self.detail.pack(side="left", padx=(8, 0))
+        self.device = ttk.Label(self, text="Device: \u2013", style="Status.TLabel")
+        self.device.pack(side="right")
+        self.settings = ttk.Label(self, text="", style="StatusMuted.TLabel")
+        self.settings.pack(side="right", padx=(0, 16))
+        self.progress = ttk.Progressbar(self, mode="determinate", maximum=LOAD_STEPS, length=140)
+        self.progress.pack(side="right", padx=(0, 16))
+
+    def show(self, state: str, detail: str = "") -> None:
+        self.state.configure(text=state)
+        self.detail.configure(text=detail)
+
+
+class App:
+    def __init__(self, root: tk.Tk, *, storage: Storage | None = None, service_factory=None, dialogs=None,
+                 catalog: str | None = None, autoload: bool = True):
+        self.root = root
+        self.storage = storage or Storage()
+        self.settings: Settings = self.storage.load_settings()
+        self.dialogs = dialogs or Dialogs(root)
+        self.service_factory = service_factory or default_service_factory(catalog)
+        self.service = None
+        self.bot = None
+        self.model_state = "not loaded"   # loading | ready | failed
+        self.load_error: str | None = None
+        self.history: list[dict] = []
+        self.bot_state: dict | None = None
+        self.tk_errors: list[str] = []
+        self._handlers: dict[int, Callable[[Event], None]] = {}
+        self._chat_ids: set[int] = set()
+        self._load_steps = 0
+        self._load_message = ""
+        self._closed = False
+        self.worker = Worker().start()
+
+        root.title(APP_TITLE)
+        root.geometry("1180x780")
+        root.minsize(760, 540)
+        root.configure(bg=BG)
+        root.report_callback_exception = self._on_tk_error
+        self._icon = None
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        configure_styles(root)
+        self._set_icon()
+        self._build()
+        self._restore_history()
+        self._poll_id = root.after(POLL_MS, self._poll)
+        if autoload:
+            self.load_models()
+
+    # ------------------------------------------------------------------------------------------- layout
+
+    def _build(self) -> None:
+        self._build_menu()
+        self.status = StatusBar(self.root)
+        self.status.pack(side="bottom", fill="x")
+        self.notebook = ttk.Notebook(self.root)
+        self.notebook.pack(fill="both", expand=True)
+        self.chat = ChatView(self.notebook, ChatActions(
+            send=self.send_message, attach=self.attach_image, save=self.save_image,
+            more_like=self.more_like_this, similar=self.similar_products, redraw=self.redraw))
+        self.upload = UploadTab(self.notebook, UploadActions(
+            choose=self.choose_upload, open_path=self.open_upload_path, generate=self.generate_variants,
+            save=self.save_image))
+        self.saved = SavedTab(self.notebook, self.storage, self.dialogs)
+        self.notebook.add(self.chat, text="Chat")
+        self.notebook.add(self.upload, text="Upload")
+        self.notebook.add(self.saved, text="Saved")
+        self.notebook.bind("<<NotebookTabChanged>>", self._on_tab)
+        self._show_settings_summary()
+        self.chat.input.focus_set()
+        self.root.bind("<Control-o>", lambda e: self._open_shortcut())
+        self.root.bind("<Control-q>", lambda e: self.close())
+        self.root.bind("<Control-comma>", lambda e: self.open_settings())
+
+    def _set_icon(self) -> None:
+        from models.resources import ASSETS_DIR
+
+        icon = ASSETS_DIR / "icons" / "fashiongan.png"
+        try:
+            self._icon = tk.PhotoImage(master=self.root, file=str(icon))
+            self.root.iconphoto(True, self._icon)
+        except (tk.TclError, OSError):
+            log.info("no window icon (%s)", icon)
+
+    def _build_menu(self) -> None:
+        menubar = tk.Menu(self.root)
+        file = tk.Menu(menubar, tearoff=False)
+        file.add_command(label="Attach image to chat\u2026", accelerator="Ctrl+O", command=self.attach_image)
+        file.add_command(label="Open saved images folder", command=lambda: self.saved.open_folder())
+        file.add_separator()
+        file.add_command(label="Clear history\u2026", command=self.clear_history)
+        file.add_separator()
+        file.add_command(label="Quit", accelerator="Ctrl+Q", command=self.close)
+        menubar.add_cascade(label="File", menu=file)
+        settings = tk.Menu(menubar, tearoff=False)
+        settings.add_command(label="Preferences\u2026", accelerator="Ctrl+,", command=self.open_settings)
+        menubar.add_cascade(label="Settings", menu=settings)
+        helpmenu = tk.Menu(menubar, tearoff=False)
+        helpmenu.add_command(label="What can I ask?", command=lambda: self.send_message("help"))
+        helpmenu.add_command(label="Where are my files?", command=self._show_paths)
+        menubar.add_cascade(label="Help", menu=helpmenu)
+        self.root.configure(menu=menubar)
+        self.menubar = menubar
+
+    def _on_tab(self, event=None) -> None:
+        if self.notebook.select() == str(self.saved):
+            self.saved.ensure_loaded()
+
+    def _open_shortcut(self) -> None:
+        if self.notebook.select() == str(self.upload):
+            self.choose_upload()
+        else:
+            self.attach_image()
+
+    def _show_settings_summary(self) -> None:
+        s = self.settings
+        seeds = "random seeds" if s.seed_mode == "random" else f"seeds from {s.fixed_seed}"
+        self.status.settings.configure(text=f"{s.images_per_request} images \u00b7 {seeds}")
+
+    def _show_paths(self) -> None:
+        self.dialogs.info("Where are my files?", f"History and saved images:\n{self.storage.root}\n\n"
+                                                 f"Log file:\n{user_log_dir() / LOG_FILE}")
+
+    # -------------------------------------------------------------------------------------- the worker
+
+    def submit(self, fn: Callable[[Job], object], on_event: Callable[[Event], None], group: str = "default",
+               supersede: bool = False) -> int:
+        request_id = self.worker.submit(fn, group=group, supersede=supersede)
+        self._handlers[request_id] = on_event
+        return request_id
+
+    def _poll(self) -> None:
+        """Drain the worker's events (main thread); reschedules itself until the window closes."""
+        self._poll_id = None
+        for _ in range(MAX_EVENTS_PER_POLL):
+            try:
+                event = self.worker.events.get_nowait()
+            except Exception:  # queue.Empty
+                break
+            handler = self._handlers.get(event.request_id)
+            if event.kind in (RESULT, ERROR, CANCELLED):
+                self._handlers.pop(event.request_id, None)
+                self._chat_ids.discard(event.request_id)
+            if handler is None:
+                continue  # a request the UI stopped waiting for: its late events are dropped
+            try:
+                handler(event)
+            except Exception:  # noqa: BLE001 - one bad event must not stop the loop
+                self._on_tk_error(*_exc_info())
+        self._update_queue_status()
+        if not self._closed:
+            self._poll_id = self.root.after(POLL_MS, self._poll)
+
+    def _update_queue_status(self) -> None:
+        if self.model_state != "loading":
+            return
+        waiting = len(self._chat_ids)
+        parts = [self._load_message] + ([f"{waiting} message{'s' if waiting != 1 else ''} waiting"] if waiting else [])
+        detail = " \u00b7 ".join(p for p in parts if p)
+        if detail != self.status.detail.cget("text"):
+            self.status.detail.configure(text=detail)
+
+    def _bot(self):
+        """The bot, on the worker thread (the loading job ran before any chat job)."""
+        if self.bot is None:
+            raise RuntimeError(f"the models are not loaded ({self.load_error or 'still loading'})")
+        return self.bot
+
+    # -------------------------------------------------------------------------------------- model loading
+
+    def load_models(self) -> None:
+        self.model_state = "loading"
+        self._load_steps = 0
+        self.status.progress.configure(value=0)
+        self.status.progress.pack(side="right", padx=(0, 16))
+        self.status.show("loading models ...")
+        device = self.settings.device
+        self.submit(lambda job: self._load_job(job, device), self._on_load_event, group="load", supersede=True)
+
+    def _load_job(self, job: Job, device: str) -> LoadResult:  # worker thread
+        # A reload (new device) keeps the conversation's request; read here, where the bot lives.
+        state = self.bot.state.to_dict() if self.bot is not None else self.bot_state
+        notice = None
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                notice = "No CUDA GPU found: using the CPU."
+                device = "cpu"
+        service = self.service_factory(device)
+        error = error_file = None
+        try:
+            service.load(job.progress)
+        except Exception as exc:  # noqa: BLE001 - reported in a dialog; the chat still works without images
+            log.exception("loading the models failed")
+            error = str(exc) or type(exc).__name__
+            error_file = _file_in(error) or str(getattr(service, "weights", None) or _bundled_weights())
+        catalog_error, similar = None, False
+        if hasattr(service, "similar_products"):
+            if getattr(service, "retriever", None) is not None:  # load() brought the catalogue up too
+                similar = True
+            elif getattr(service, "catalog_error", None):
+                catalog_error = service.catalog_error
+            elif hasattr(service, "load_catalog"):
+                try:
+                    service.load_catalog(job.progress)
+                    similar = True
+                except Exception as exc:  # noqa: BLE001 - similar products are optional
+                    log.warning("similar products unavailable: %s", exc)
+                    catalog_error = str(exc) or type(exc).__name__
+            else:
+                similar = True
+        if getattr(service, "detector", None) is None and error:
+            self.load_error = error
+            self.service, self.bot = service, None
+        else:
+            from app.bot import Bot
+
+            bot = Bot(service, self.settings, state=state)
+            bot.catalogue_ready = similar
+            bot.catalogue_error = catalog_error
+            bot.generation_error = error
+            self.service, self.bot = service, bot
+            if self.bot is not None and error is None:
+                self.load_error = None
+        device_name = getattr(service, "device_name", "CPU") if error is None else "not loaded"
+        return LoadResult(device_name, error, error_file, catalog_error, similar, notice)
+
+    def _on_load_event(self, event: Event) -> None:
+        if event.kind == PROGRESS:
+            self._load_steps += 1
+            self.status.progress.configure(value=min(LOAD_STEPS, self._load_steps))
+            message = str(event.data)
+            if message != "ready":
+                self._load_message = message.rstrip(". ")
+                self.status.show("loading models ...", self._load_message)
+        elif event.kind == RESULT:
+            result: LoadResult = event.data
+            # The models are hundreds of thousands of long-lived objects: keep the garbage collector off
+            # them, so its full passes stay short and never stall the window.
+            gc.freeze()
+            self.status.progress.configure(value=LOAD_STEPS)
+            self.status.progress.pack_forget()
+            self.status.device.configure(text=f"Device: {result.device}")
+            self.chat.similar_enabled = result.similar
+            if result.error:
+                self.model_state = "failed"
+                self.load_error = result.error
+                self.status.show("models not loaded", "images can't be drawn: see Help")
+                self.dialogs.error("Model files missing or damaged",
+                                   f"The image generator could not be loaded.\n\nFile: {result.error_file}\n"
+                                   f"Problem: {result.error}\n\n{WEIGHTS_FIX}\n\nThe chat still understands "
+                                   "requests, but cannot draw images until then.")
+            else:
+                self.model_state = "ready"
+                detail = "" if result.similar else "similar products unavailable" if result.catalog_error else ""
+                self.status.show("ready", detail)
+            if result.notice:
+                self.chat.add_notice(result.notice)
+        elif event.kind == ERROR:
+            self.model_state = "failed"
+            self.load_error = event.data.message
+            self.status.progress.pack_forget()
+            self.status.show("models not loaded", event.data.message)
+            self.dialogs.error("Could not load the models", f"{event.data.message}\n\nDetails are in the log:\n"
+                                                            f"{user_log_dir() / LOG_FILE}")
+
+    # ------------------------------------------------------------------------------------------- chat
+
+    def send_message(self, text: str) -> int | None:
+        text = text.strip()
+        if not text:
+            return None
+        self.chat.add_user(text)
+        self._record({"role": "user", "text": text, "time": time.time()})
+        return self._chat_job(lambda job: self._bot().respond(text, job.check))
+
+    def _chat_job(self, fn: Callable[[Job], object], decorate: Callable | None = None) -> int:
+        waiting = self.model_state == "loading"
+        bubble = self.chat.add_pending("I'll answer as soon as the models are loaded \u2026" if waiting
+                                       else "Thinking \u2026")
+
+        def on_event(event: Event) -> None:
+            if event.kind == STARTED:
+                bubble.pending("Thinking \u2026")
+            elif event.kind == RESULT:
+                reply = event.data
+                if decorate is not None:
+                    decorate(reply)
+                bubble.show_reply(reply)
+                log.info("answered request %d: %s (%d images, %d products)", event.request_id, reply.kind,
+                         len(reply.images), len(reply.similar))
+                if reply.request is not None:
+                    self.bot_state = reply.request
+                self._record(bubble.record | {"time": time.time()})
+            elif event.kind == ERROR:
+                message = f"Sorry, that went wrong: {event.data.message}. (Details are in the log.)"
+                bubble.show_error(message)
+                self._record({"role": "bot", "kind": "error", "text": message, "time": time.time()})
+            elif event.kind == CANCELLED:
+                bubble.show_error("(cancelled)")
+
+        request_id = self.submit(fn, on_event, group="chat")
+        self._chat_ids.add(request_id)
+        return request_id
+
+    def more_like_this(self, item) -> int:
+        self.chat.add_user(f"More like this ({item.label})")
+        self._record({"role": "user", "text": f"More like this ({item.label})", "time": time.time()})
+        return self._chat_job(lambda job: self._bot().more_like(item.caption, item.seed, item.prompt, job.check))
+
+    def similar_products(self, item) -> int:
+        self.chat.add_user(f"Similar products ({item.label})")
+        self._record({"role": "user", "text": f"Similar products ({item.label})", "time": time.time()})
+        return self._chat_job(lambda job: self._bot().similar_to(item.image, item.caption, item.seed))
+
+    def redraw(self, bubble, record: dict) -> int:
+        """Draw a folded or restored image set again, in place."""
+        from app.bot import Chip
+
+        bubble.pending("Drawing again \u2026")
+
+        def job(job: Job):
+            reply = self._bot().redraw(record["caption"], record.get("images") or [], "")
+            reply.kind, reply.text = record.get("kind", "images"), record.get("text", reply.text)
+            reply.headline, reply.note = record.get("headline"), record.get("note")
+            reply.chips = [Chip(label, kind) for label, kind in record.get("chips") or []]
+            return reply
+
+        def on_event(event: Event) -> None:
+            if event.kind == RESULT:
+                bubble.show_reply(event.data)
+            elif event.kind == ERROR:
+                bubble.show_record(record)
+                self.chat.add_bot_text(f"Couldn't draw those again: {event.data.message}", error=True)
+
+        return self.submit(job, on_event, group="chat")
+
+    def attach_image(self) -> int | None:
+        path = self.dialogs.ask_open_image()
+        if not path:
+            return None
+        return self.attach_path(path)
+
+    def attach_path(self, path: str) -> int:
+        """An image attached in the chat, with the text in the box (if any) as the change to make."""
+        text = self.chat.input.get("1.0", "end-1c").strip()
+        self.chat.input.delete("1.0", "end")
+        name = Path(path).name
+        user = self.chat.add_user(f"{text}\n(attached {name})" if text else f"(attached {name})")
+        self._record({"role": "user", "text": text, "attachment": name, "time": time.time()})
+
+        def job(job: Job):
+            try:
+                image = open_upload(path)
+            except ValueError as exc:
+                log.warning("upload refused: %s", exc)
+                from app.bot import Reply
+
+                return Reply(f"I couldn't use that file: {exc}", "error")
+            reply = self._bot().respond_image(image, text, name, job.check)
+            reply.upload = image
+            return reply
+
+        def decorate(reply) -> None:
+            image = getattr(reply, "upload", None)
+            if image is not None:
+                from app.gui import to_photo
+
+                photo = to_photo(image, 128, master=user, crisp=False)
+                user.photos.append(photo)
+                tk.Label(user, image=photo, bg=user.bg).pack(anchor="e", pady=(4, 0))
+
+        return self._chat_job(job, decorate)
+
+    # ---------------------------------------------------------------------------------------- upload tab
+
+    def choose_upload(self) -> None:
+        path = self.dialogs.ask_open_image()
+        if path:
+            self.open_upload_path(path)
+
+    def open_upload_path(self, path: str) -> int:
+        self.notebook.select(self.upload)
+        self.upload.set_status("Opening the image \u2026")
+
+        def job(job: Job):
+            image = open_upload(path)  # ValueError -> an error event -> shown in the tab
+            describe = getattr(self.service, "describe_image", None)
+            info = None
+            if callable(describe) and self.bot is not None and self.bot.catalogue_ready:
+                info = describe(image)
+            return image, info
+
+        def on_event(event: Event) -> None:
+            if event.kind == RESULT:
+                image, info = event.data
+                self.upload.show_image(image, path, info)
+                log.info("reference image opened: %s (%dx%d)", path, image.width, image.height)
+            elif event.kind == ERROR:
+                self.upload.set_status(f"I couldn't use that file: {event.data.message}", error=True)
+
+        return self.submit(job, on_event, group="upload", supersede=True)
+
+    def generate_variants(self, image, text: str) -> int:
+        def job(job: Job):
+            from app.bot import _pick_seeds, analyse_upload
+
+            bot = self._bot()
+            detection = bot.service.detect(text) if text else None
+            seeds = bot._seeds()
+            return analyse_upload(bot.service, image, detection, seeds or _pick_seeds(4),
+                                  catalogue=bot.catalogue_ready, catalogue_error=bot.catalogue_error).reply
+
+        def on_event(event: Event) -> None:
+            if event.kind == RESULT:
+                self.upload.show_result(event.data)
+                log.info("upload variants shown: %s, %d images, %d products", event.data.kind,
+                         len(event.data.images), len(event.data.similar))
+            elif event.kind == ERROR:
+                self.upload.set_status(f"Sorry, that went wrong: {event.data.message}", error=True)
+
+        if self.model_state == "loading":
+            self.upload.set_status("Waiting for the models to load \u2026")
+        return self.submit(job, on_event, group="variants", supersede=True)
+
+    # ----------------------------------------------------------------------------------- saving, history
+
+    def save_image(self, item) -> Path | None:
+        try:
+            path = self.storage.save_image(item.image, item.prompt, item.seed, item.caption, item.variation)
+        except OSError as exc:
+            log.exception("saving failed")
+            self.dialogs.error("Could not save the image", f"{exc}\n\nFolder: {self.storage.saved_dir}")
+            return None
+        self.saved.add(path)
+        self.status.detail.configure(text=f"saved {path.name}")
+        return path
+
+    def _record(self, record: dict) -> None:
+        self.history.append(record)
+        try:
+            self.storage.save_history(self.history, self.bot_state)
+        except OSError:
+            log.exception("could not write the chat history")
+            self.status.detail.configure(text="could not write the chat history (see the log)")
+
+    def _restore_history(self) -> None:
+        history = self.storage.load_history()
+        self.history = list(history.messages)
+        self.bot_state = history.state
+        if history.notice:
+            self.chat.add_notice(history.notice)
+        shown = self.history[-RESTORE_MESSAGES:]
+        if len(self.history) > len(shown):
+            self.chat.add_notice(f"{len(self.history) - len(shown)} earlier messages are kept in the history file.")
+        for record in shown:
+            try:
+                self.chat.add_record(record)
+            except Exception:  # noqa: BLE001 - one odd record must not stop the app from starting
+                log.exception("skipping an unreadable history record")
+        if shown:
+            self.chat.add_notice(f"\u2014 restored {len(shown)} messages from your last session \u2014")
+        else:
+            self._welcome()
+        self.chat.remember_sent([r.get("text", "") for r in self.history if r.get("role") == "user"
+                                 and r.get("text") and not r.get("attachment")])
+
+    def _welcome(self) -> None:
+        """A first bot message with examples (not stored: it is not part of the conversation)."""
+        from app.bot import EXAMPLES, REFINE_EXAMPLES
+
+        self.chat.add_bot_text(
+            "Hi! Tell me what you're looking for and I'll draw a few ideas. Try "
+            + ", ".join(f"\u201c{e}\u201d" for e in EXAMPLES[:3]) + ". Then refine: "
+            + ", ".join(f"\u201c{e}\u201d" for e in REFINE_EXAMPLES[:3])
+            + ". Attach a photo to get variants of it.")
+
+    def clear_history(self) -> None:
+        if not self.dialogs.ask_yes_no("Clear history", "Delete the whole chat history? Saved images are kept."):
+            return
+        for request_id in list(self._chat_ids):
+            self.worker.cancel(request_id)
+            self._handlers.pop(request_id, None)
+        self._chat_ids.clear()
+        self.chat.clear()
+        self.history = []
+        self.bot_state = None
+        self.storage.clear_history()
+        self._welcome()
+        self.submit(lambda job: self.bot.reset() if self.bot is not None else None, lambda event: None,
+                    group="chat")
+
+    # ---------------------------------------------------------------------------------------- settings
+
+    def open_settings(self) -> SettingsDialog:
+        return SettingsDialog(self)
+
+    def apply_settings(self, new: Settings) -> None:
+        new = new.validated()
+        device_changed = new.device != self.settings.device
+        for f in fields(Settings):  # in place: the bot reads the same object
+            setattr(self.settings, f.name, getattr(new, f.name))
+        try:
+            self.storage.save_settings(self.settings)
+        except OSError as exc:
+            self.dialogs.error("Could not save the settings", str(exc))
+        self._show_settings_summary()
+        if device_changed and self.model_state != "not loaded":
+            self.load_models()
+
+    # --------------------------------------------------------------------------------------- errors, exit
+
+    def _on_tk_error(self, exc_type, exc, tb) -> None:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        log.error("error in the window: %s", text)
+        self.tk_errors.append(text)
+        try:
+            self.status.detail.configure(text=f"unexpected error: {exc} (see the log)")
+        except tk.TclError:
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._poll_id is not None:
+            self.root.after_cancel(self._poll_id)
+            self._poll_id = None
+        self.worker.stop()
+        self._handlers.clear()
+        self._icon = None
+        try:
+            self.root.destroy()
+        except tk.TclError:
+            pass
+        # Free what is left of the widgets (reference cycles) here, on the main thread, not whenever
+        # the worker thread happens to trigger the garbage collector: Tk objects must die on this thread.
+        gc.collect()
+
+
+class SettingsDialog(tk.Toplevel):
+    """Images per request, device, seed mode. OK applies (and reloads the models if the device changed)."""
+
+    def __init__(self, app: App):
+        super().__init__(app.root, bg=BG, padx=16, pady=14)
+        self.app = app
+        self.title("Preferences")
+        self.transient(app.root)
+        self.resizable(False, False)
+        s = app.settings
+        self.images = tk.IntVar(self, s.images_per_request)
+        self.device = tk.StringVar(self, s.device)
+        self.seed_mode = tk.StringVar(self, s.seed_mode)
+        self.fixed_seed = tk.StringVar(self, str(s.fixed_seed))
+
+        ttk.Label(self, text="Images per request").grid(row=0, column=0, sticky="w", pady=4)
+        self.images_box = ttk.Spinbox(self, from_=1, to=8, width=5, textvariable=self.images)
+        self.images_box.grid(row=0, column=1, sticky="w")
+        ttk.Label(self, text="Device").grid(row=1, column=0, sticky="nw", pady=4)
+        devices = ttk.Frame(self)
+        devices.grid(row=1, column=1, sticky="w", pady=4)
+        for value, label in DEVICE_LABELS.items():
+            ttk.Radiobutton(devices, text=label, value=value, variable=self.device).pack(anchor="w")
+        ttk.Label(self, text="Seeds").grid(row=2, column=0, sticky="nw", pady=4)
+        seeds = ttk.Frame(self)
+        seeds.grid(row=2, column=1, sticky="w", pady=4)
+        ttk.Radiobutton(seeds, text="Random (new designs every time)", value="random",
+                        variable=self.seed_mode).pack(anchor="w")
+        fixed = ttk.Frame(seeds)
+        fixed.pack(anchor="w")
+        ttk.Radiobutton(fixed, text="Fixed, starting at", value="fixed", variable=self.seed_mode).pack(side="left")
+        ttk.Entry(fixed, textvariable=self.fixed_seed, width=10).pack(side="left", padx=(6, 0))
+        buttons = ttk.Frame(self)
+        buttons.grid(row=3, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        ttk.Button(buttons, text="Cancel", command=self.destroy).pack(side="right")
+        self.ok_button = ttk.Button(buttons, text="OK", style="Accent.TButton", command=self.ok)
+        self.ok_button.pack(side="right", padx=(0, 6))
+        self.bind("<Return>", lambda e: self.ok())
+        self.bind("<Escape>", lambda e: self.destroy())
+
+    def destroy(self) -> None:
+        self.images = self.device = self.seed_mode = self.fixed_seed = None  # Tk variables die on this thread
+        super().destroy()
+
+    def ok(self) -> None:
+        try:
+            images = int(self.images.get())
+        except (tk.TclError, ValueError):
+            images = self.app.settings.images_per_request
+        try:
+            seed = int(self.fixed_seed.get())
+        except ValueError:
+            seed = self.app.settings.fixed_seed
+        self.app.apply_settings(Settings(images, self.device.get(), self.seed_mode.get(), seed))
+        self.destroy()
+
+
+def _file_in(message: str) -> str | None:
+    """The first path-looking word of an error message ("checkpoint not found: weights/generator.pt")."""
+    for word in message.replace("(", " ").replace(")", " ").split():
+        word = word.strip(":,'\"")
+        if word.endswith((".pt", ".pth", ".npz", ".json", ".safetensors")) or (os.sep in word and "." in word):
+            return word
+    return None
+
+
+def _bundled_weights() -> str:
+    from models.resources import GENERATOR_WEIGHTS
+
+    return str(GENERATOR_WEIGHTS)
+
+
+def _exc_info():
+    import sys
+
+    return sys.exc_info()
+
+
+def run_app(args=None) -> None:
+    """`python main.py`: the window at once, the models behind it."""
+    started = time.perf_counter()
+    log_path = setup_logging(getattr(args, "log_level", "WARNING") or "WARNING")
+    try:
+        root = tk.Tk(className="FashionGAN")
+    except tk.TclError as exc:
+        from app.cli import CliError
+
+        raise CliError(f"cannot open the window ({exc}); the command line works without a display: "
+                       f"see `main.py --help`") from exc
+    app = App(root, catalog=getattr(args, "catalog", None), autoload=False)
+    root.update()  # mapped and drawn before anything heavy starts
+    app.chat.input.focus_force()
+    log.info("window shown %.3f s after run_app; log file %s", time.perf_counter() - started, log_path)
+    app.load_models()
+    try:
+        root.mainloop()
+    finally:
+        app.close()

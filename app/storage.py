@@ -1,0 +1,242 @@
+"""Where the app keeps the user's things: chat history, saved images, settings and logs.
+
+Everything lives under `platformdirs.user_data_dir("FashionGAN")` (logs under `user_log_dir`), never
+inside the install or the PyInstaller bundle. Set FASHIONGAN_HOME to put it all under one folder
+instead (tests, portable installs): FASHIONGAN_HOME/data and FASHIONGAN_HOME/logs.
+
+Every file is written atomically (a temporary file in the same folder, then `os.replace`), so a crash
+never leaves half a history behind; a history that cannot be read is renamed aside, never deleted.
+No tkinter here: the GUI and the tests use the same code.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "FashionGAN"
+ENV_HOME = "FASHIONGAN_HOME"  # one folder for data and logs (tests, portable installs)
+HISTORY_VERSION = 1
+MAX_HISTORY = 2000            # messages kept on disk; older ones are dropped when saving
+SAVE_SCALE = 4                # saved images are 64x64 outputs upscaled 4x (nearest: exact pixels)
+SOFTWARE = "FashionGAN Multimodal Search"
+
+
+def user_data_dir() -> Path:
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home) / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def user_log_dir() -> Path:
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home) / "logs"
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    images_per_request: int = 4   # 1..8
+    device: str = "auto"          # auto | cpu | cuda
+    seed_mode: str = "random"     # random | fixed
+    fixed_seed: int = 0           # first seed when seed_mode is fixed
+
+    def validated(self) -> Settings:
+        """A copy with every field in its valid range (bad values fall back to the defaults)."""
+        default = Settings()
+        try:
+            n = min(8, max(1, int(self.images_per_request)))
+        except (TypeError, ValueError):
+            n = default.images_per_request
+        try:
+            seed = min(2**31 - 100, max(0, int(self.fixed_seed)))
+        except (TypeError, ValueError):
+            seed = default.fixed_seed
+        device = self.device if self.device in ("auto", "cpu", "cuda") else default.device
+        mode = self.seed_mode if self.seed_mode in ("random", "fixed") else default.seed_mode
+        return Settings(n, device, mode, seed)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}).validated()
+
+
+# ------------------------------------------------------------------------------------------- saved images
+
+
+@dataclass
+class SavedImage:
+    path: Path
+    prompt: str
+    caption: str
+    seed: int | None
+    variation: int | None
+    created: float
+
+
+@dataclass
+class History:
+    messages: list[dict]
+    state: dict | None = None    # the bot's current request, so "make it red" works after a restart
+    notice: str | None = None    # set when the file was unreadable and a fresh history was started
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "-".join(words)[:limit].strip("-") or "image"
+
+
+class Storage:
+    def __init__(self, data_dir: str | Path | None = None):
+        self.root = Path(data_dir) if data_dir else user_data_dir()
+        self.history_path = self.root / "history.json"
+        self.settings_path = self.root / "settings.json"
+        self.saved_dir = self.root / "saved"
+
+    # -- history
+
+    def load_history(self) -> History:
+        if not self.history_path.exists():
+            return History([])
+        try:
+            data = json.loads(self.history_path.read_text(encoding="utf-8"))
+            messages = data["messages"]
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise ValueError("messages is not a list of objects")
+            state = data.get("state")
+            return History(messages, state if isinstance(state, dict) else None)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            aside = self.history_path.with_name(f"history.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = aside.with_name(f"history.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{n}.json")
+            try:
+                os.replace(self.history_path, aside)
+            except OSError:
+                log.exception("could not move the unreadable history aside")
+            log.warning("chat history %s unreadable (%s); moved to %s", self.history_path, exc, aside)
+            return History([], None, f"Your chat history could not be read, so a new one was started. "
+                                     f"The old file was kept as {aside}.")
+
+    def save_history(self, messages: list[dict], state: dict | None = None) -> None:
+        payload = {"version": HISTORY_VERSION, "messages": messages[-MAX_HISTORY:], "state": state}
+        atomic_write_text(self.history_path, json.dumps(payload, ensure_ascii=False, indent=1))
+
+    def clear_history(self) -> None:
+        self.save_history([], None)
+
+    # -- settings
+
+    def load_settings(self) -> Settings:
+        try:
+            return Settings.from_dict(json.loads(self.settings_path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return Settings()
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("settings %s unreadable (%s); using the defaults", self.settings_path, exc)
+            return Settings()
+
+    def save_settings(self, settings: Settings) -> None:
+        atomic_write_text(self.settings_path, json.dumps(asdict(settings.validated()), indent=1))
+
+    # -- saved images
+
+    def save_image(self, image, prompt: str, seed: int | None, caption: str = "",
+                   variation: int | None = None) -> Path:
+        """Save as PNG with prompt, caption and seed in its text chunks; never overwrites a file."""
+        from PIL import Image, PngImagePlugin
+
+        self.saved_dir.mkdir(parents=True, exist_ok=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("prompt", prompt or "")
+        info.add_text("caption", caption or "")
+        if seed is not None:
+            info.add_text("seed", str(seed))
+        if variation is not None:
+            info.add_text("variation", str(variation))
+        info.add_text("Source-Size", f"{image.width}x{image.height}")
+        info.add_text("Software", SOFTWARE)
+        info.add_text("Creation Time", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        big = image.convert("RGB").resize((image.width * SAVE_SCALE, image.height * SAVE_SCALE),
+                                          Image.Resampling.NEAREST)
+        stem = slug(caption or prompt)
+        stem += f"_seed{seed}" if seed is not None else ""
+        stem += f"_v{variation}" if variation is not None else ""
+        for n in range(1, 10_000):
+            path = self.saved_dir / (f"{stem}.png" if n == 1 else f"{stem}-{n}.png")
+            try:
+                with open(path, "xb") as fh:  # exclusive create: an existing file is never replaced
+                    big.save(fh, format="PNG", pnginfo=info)
+                log.info("saved %s", path)
+                return path
+            except FileExistsError:
+                continue
+        raise OSError(f"too many saved images named {stem} in {self.saved_dir}")
+
+    def saved_images(self) -> list[SavedImage]:
+        """The saved PNGs, newest first, with the metadata they carry."""
+        if not self.saved_dir.is_dir():
+            return []
+        out = []
+        for path in self.saved_dir.glob("*.png"):
+            out.append(read_saved(path))
+        return sorted(out, key=lambda s: s.created, reverse=True)
+
+
+def read_saved(path: str | Path) -> SavedImage:
+    from PIL import Image
+
+    path = Path(path)
+    text: dict = {}
+    try:
+        with Image.open(path) as im:
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, ValueError, SyntaxError):  # a foreign or damaged file in the folder
+        log.warning("cannot read %s", path)
+
+    def as_int(value):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+
+    try:
+        created = path.stat().st_mtime
+    except OSError:
+        created = 0.0
+    return SavedImage(path, text.get("prompt", ""), text.get("caption", ""), as_int(text.get("seed")),
+                      as_int(text.get("variation")), created)

@@ -1,0 +1,99 @@
+"""Helpers for the GUI tests: a private Xvfb display, a recording fake for message boxes, event pumping."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+SCREEN = "1180x820x24"  # the window's default size: a root-window screenshot shows just the app
+
+
+def start_xvfb(screen: str = SCREEN) -> tuple[str, subprocess.Popen]:
+    """Start `Xvfb :N` on a free display number; returns (":N", process). Raises RuntimeError if it can't."""
+    if shutil.which("Xvfb") is None:
+        raise RuntimeError("Xvfb is not installed (apt-get install xvfb)")
+    for number in range(90 + os.getpid() % 50, 400):
+        if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
+            continue
+        proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", screen, "-nolisten", "tcp"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if Path(f"/tmp/.X11-unix/X{number}").exists():
+                return f":{number}", proc
+            if proc.poll() is not None:
+                break  # lost a race for this number: try the next one
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    raise RuntimeError("could not start Xvfb on any display number")
+
+
+def _die_with_parent() -> None:
+    """Linux: Xvfb gets SIGTERM if the test process dies (a crash must not leave displays behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RecordingDialogs:
+    """Stands in for app.gui.Dialogs: records every call, answers from scripted lists."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str, str]] = []
+        self.yes_no_answers: list[bool] = []
+        self.open_answers: list[str | None] = []
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(title, message) for kind, title, message in self.calls if kind == "error"]
+
+    def error(self, title, message):
+        self.calls.append(("error", title, message))
+
+    def info(self, title, message):
+        self.calls.append(("info", title, message))
+
+    def ask_yes_no(self, title, message):
+        self.calls.append(("ask_yes_no", title, message))
+        return self.yes_no_answers.pop(0) if self.yes_no_answers else False
+
+    def ask_open_image(self):
+        self.calls.append(("ask_open_image", "", ""))
+        return self.open_answers.pop(0) if self.open_answers else None
+
+
+def pump(root, until, timeout: float = 60.0, what: str = "") -> None:
+    """Run the Tk event loop until `until()` is true; generous timeouts for a loaded 2-core machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        root.update()
+        if until():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or until}")
+        time.sleep(0.01)
+
+
+def descendants(widget):
+    stack = list(widget.winfo_children())
+    while stack:
+        w = stack.pop()
+        yield w
+        stack.extend(w.winfo_children())

@@ -1,0 +1,236 @@
+"""The conversation logic, without a display: the real keyword detector, a fake image generator."""
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from app.bot import (
+    Bot,
+    RequestState,
+    analyse_upload,
+    colour_family,
+    image_colour_family,
+)
+from app.service import Generated
+
+BLACK, RED, WHITE_BG = (10, 10, 10), (200, 20, 30), (255, 255, 255)
+
+
+def item_image(colour) -> Image.Image:
+    """A product-style picture: a coloured block on a white background."""
+    im = Image.new("RGB", (64, 64), WHITE_BG)
+    im.paste(colour, (16, 8, 48, 60))
+    return im
+
+
+class FakeService:
+    """Real detector; generate() draws seeds divisible by 3 in black and the others in red."""
+
+    def __init__(self):
+        from app.detector import get_detector
+
+        self.detector = get_detector()
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def detect(self, text):
+        return self.detector(text)
+
+    def generate(self, caption, seeds):
+        self.calls.append((caption, list(seeds)))
+        return Generated(caption, list(seeds), [item_image(BLACK if s % 3 == 0 else RED) for s in seeds])
+
+
+class Settings:
+    images_per_request = 4
+    seed_mode = "fixed"
+    fixed_seed = 100
+
+
+@pytest.fixture
+def bot():
+    return Bot(FakeService(), Settings())
+
+
+def chip_labels(reply):
+    return [c.label for c in reply.chips]
+
+
+def test_greeting_help_and_other_give_examples(bot):
+    for text in ("hi there", "what can you do?", "asdf qwerty"):
+        reply = bot.respond(text)
+        assert reply.kind == "text" and not reply.images
+        assert "\u201c" in reply.text, reply.text  # quoted example requests
+    assert bot.service.calls == []
+    assert "welcome" in bot.respond("thanks!").text.lower()
+
+
+def test_shop_shows_looking_for_chips_and_images(bot):
+    reply = bot.respond("I want a red dress for a party")
+    assert reply.kind == "images"
+    assert reply.text.startswith("Looking for:")
+    assert reply.headline == "Looking for:"
+    assert {"Red", "Dresses", "Party"} <= set(chip_labels(reply))
+    assert len(reply.images) == 4
+    assert [im.seed for im in reply.images] == [100, 101, 102, 103]
+    assert reply.caption == "red dresses, party"
+    assert all(im.caption == reply.caption and im.prompt for im in reply.images)
+
+
+def test_make_it_red_keeps_the_item_and_the_designs(bot):
+    first = bot.respond("navy blue formal shirts for men")
+    reply = bot.respond("make it red")
+    assert reply.kind == "images"
+    assert reply.caption == "red shirts, men, formal"
+    assert "Navy Blue" not in chip_labels(reply) and "Red" in chip_labels(reply)
+    assert [im.seed for im in reply.images] == [im.seed for im in first.images]  # same designs
+    assert "colour to red" in reply.note
+
+
+def test_show_me_more_draws_new_seeds_of_the_same_request(bot):
+    first = bot.respond("blue jeans")
+    more = bot.respond("show me more")
+    assert more.caption == first.caption == "blue jeans"
+    assert not {im.seed for im in more.images} & {im.seed for im in first.images}
+    assert [im.seed for im in more.images] == [104, 105, 106, 107]  # fixed mode continues the sequence
+
+
+def test_same_but_for_women_changes_only_the_gender(bot):
+    bot.respond("striped tshirts for men")
+    reply = bot.respond("same but for women")
+    assert bot.state.gender == "Women"
+    assert bot.state.article_type == "Tshirts"
+    assert bot.state.attributes == {"pattern": ["striped"]}
+    assert reply.caption == "striped tshirts, women"
+
+
+def test_new_item_starts_a_new_request_unless_told_to_keep(bot):
+    bot.respond("red dress for women")
+    bot.respond("blue jeans")
+    assert bot.state.colours == ["Blue"] and bot.state.gender is None
+    bot.respond("same but in shirts")
+    assert bot.state.article_type == "Shirts" and bot.state.colours == ["Blue"]
+
+
+def test_no_item_asks_a_clarifying_question_then_completes(bot):
+    reply = bot.respond("something for a party")
+    assert reply.kind == "clarify" and reply.text.endswith(".") and "?" in reply.text
+    assert not reply.images and bot.service.calls == []
+    assert "Party" in chip_labels(reply)
+    reply = bot.respond("a dress")
+    assert reply.kind == "images"
+    assert reply.caption == "dresses, party"
+
+
+def test_refine_without_any_request_asks_what_for(bot):
+    reply = bot.respond("show me more")
+    assert reply.kind == "clarify"
+    reply = bot.respond("make it red")
+    assert reply.kind == "clarify" and "Red" in chip_labels(reply)
+
+
+def test_excluded_colours_never_reach_the_caption_and_images_are_filtered(bot):
+    reply = bot.respond("a t-shirt, anything but black")
+    assert "black" not in reply.caption
+    assert "not Black" in chip_labels(reply)
+    assert len(reply.images) == 4
+    assert all(im.seed % 3 for im in reply.images)  # the black designs (seeds divisible by 3) were replaced
+    assert all(image_colour_family(im.image) == "red" for im in reply.images)
+    assert "Left out" in reply.note
+    # A later refinement keeps the exclusion; asking for the colour explicitly lifts it.
+    bot.respond("for men")
+    assert bot.state.exclude_colours == ["Black"]
+    bot.respond("make it black")
+    assert bot.state.exclude_colours == [] and bot.state.colours == ["Black"]
+
+
+def test_excluded_colour_removes_a_chosen_colour(bot):
+    bot.respond("black or white sneakers")
+    bot.respond("not black")
+    assert "Black" not in bot.state.colours and "Black" in bot.state.exclude_colours
+    assert "black" not in bot.state.caption()
+
+
+def test_random_seed_mode_gives_fresh_seeds():
+    settings = Settings()
+    settings.seed_mode = "random"
+    bot = Bot(FakeService(), settings)
+    a, b = bot.respond("red dress"), bot.respond("show me more")
+    assert len({im.seed for im in a.images} | {im.seed for im in b.images}) == 8
+
+
+def test_images_per_request_setting(bot):
+    bot.settings.images_per_request = 2
+    assert len(bot.respond("a grey hoodie").images) == 2
+
+
+def test_state_round_trips_and_survives_garbage(bot):
+    bot.respond("red dress for a party, not black")
+    restored = Bot(FakeService(), Settings(), state=bot.state.to_dict())
+    assert restored.state == bot.state
+    reply = restored.respond("make it green")
+    assert reply.caption == "green dresses, party"
+    assert RequestState.from_dict({"colours": 5}) == RequestState()
+    assert RequestState.from_dict("nonsense") == RequestState()
+
+
+def test_reply_record_is_json_and_has_no_images(bot):
+    import json
+
+    reply = bot.respond("red dress")
+    record = json.loads(json.dumps(reply.record()))
+    assert record["role"] == "bot" and record["caption"] == "red dresses"
+    assert [im["seed"] for im in record["images"]] == [100, 101, 102, 103]
+    assert ["Red", "colour"] in record["chips"]
+
+
+def test_more_like_this_makes_variations_of_one_seed(bot):
+    bot.respond("red dress")
+    reply = bot.more_like("red dresses", 101)
+    assert len(reply.images) == 4
+    assert all(im.caption == "red dresses" for im in reply.images)  # FakeService has no latent: new seeds
+
+
+def test_similar_products_filtered_by_excluded_colour():
+    class WithCatalogue(FakeService):
+        def similar_products(self, caption=None, images=None, k=8):
+            colours = ["Black", "Red", "Navy Blue", "Black", "White"] * 4
+            return [{"id": i, "title": f"item {i}", "articleType": "Tshirts", "baseColour": c, "score": 1 - i / 50,
+                     "thumbnail": item_image(RED)} for i, c in enumerate(colours[:k])]
+
+    bot = Bot(WithCatalogue(), Settings())
+    reply = bot.respond("a tshirt but not black")
+    assert reply.similar and len(reply.similar) <= 8
+    assert all(p["baseColour"] != "Black" for p in reply.similar)
+    assert bot.similar_to(reply.images[0].image, reply.caption, reply.images[0].seed).similar
+
+
+def test_generation_error_is_reported_not_raised(bot):
+    bot.generation_error = "weights/generator.pt is missing"
+    reply = bot.respond("red dress")
+    assert reply.kind == "error" and "generator.pt" in reply.text
+    assert "Red" in chip_labels(reply)
+
+
+def test_upload_without_image_models_says_so(bot):
+    result = analyse_upload(bot.service, item_image(RED))
+    assert result.reply.kind == "error" and result.state is None
+
+
+def test_upload_with_describe_sets_the_request_and_applies_the_change():
+    class Describing(FakeService):
+        def describe_image(self, image):
+            return {"articleType": "Tshirts", "baseColour": "Blue", "caption": "blue tshirts", "confidence": 0.8}
+
+    bot = Bot(Describing(), Settings())
+    reply = bot.respond_image(item_image(RED), "in red")
+    assert reply.kind == "images" and len(reply.images) == 4
+    assert bot.state.article_type == "Tshirts" and bot.state.colours == ["Red"]
+    assert "80% sure" in reply.note
+    assert bot.respond("for women").caption == "red tshirts, women"
+
+
+def test_colour_helpers():
+    assert colour_family("Navy Blue") == "blue" and colour_family("Multi") is None
+    assert image_colour_family(item_image(BLACK)) == "black"
+    assert image_colour_family(item_image(RED)) == "red"
+    assert image_colour_family(Image.new("RGB", (64, 64), WHITE_BG)) == "white"

@@ -1,0 +1,465 @@
+"""The real Tk window under Xvfb, with the real models (loaded once): chat, upload, save, history.
+
+A session fixture starts a private `Xvfb :N` when DISPLAY is unset. Message boxes and file pickers
+are replaced by a recording fake (the IDLE `mock_tk.Mbox` idea); events are pumped with generous
+timeouts because this runs beside a training job on two cores.
+"""
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import os
+import statistics
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from gui_support import RecordingDialogs, descendants, pump, start_xvfb, stop
+from PIL import Image
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_IMAGES = Path(__file__).parent / "fixtures" / "kaggle" / "images"
+
+
+@pytest.fixture(scope="session")
+def display():
+    proc = None
+    if not os.environ.get("DISPLAY"):
+        try:
+            number, proc = start_xvfb()
+        except RuntimeError as exc:
+            pytest.skip(str(exc))
+        os.environ["DISPLAY"] = number
+    yield os.environ["DISPLAY"]
+    if proc is not None:
+        stop(proc)
+        os.environ.pop("DISPLAY", None)
+
+
+@pytest.fixture(scope="session")
+def service():
+    from app.service import ModelService
+    from models.resources import GENERATOR_WEIGHTS
+
+    if not GENERATOR_WEIGHTS.exists():
+        pytest.fail(f"{GENERATOR_WEIGHTS} is missing: export it with "
+                    "`python -m models.train --out runs/gan-v1 --export weights/generator.pt`")
+    svc = ModelService(device="cpu")
+    svc.load()
+    gc.freeze()  # as the app does once loaded: later full collections skip the models' objects
+    return svc
+
+
+class Wrapped:
+    """The real service with some attributes replaced."""
+
+    def __init__(self, real, **overrides):
+        self._real = real
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def make_app(display, tmp_path, request):
+    import tkinter as tk
+
+    from app.gui.window import App
+    from app.storage import Settings, Storage
+
+    apps = []
+
+    def make(service_factory=None, data_dir=None, settings=None, autoload=True):
+        storage = Storage(data_dir or tmp_path / "data")
+        if settings is not None or not storage.settings_path.exists():
+            storage.save_settings(settings or Settings(images_per_request=3))
+        if service_factory is None:
+            service = request.getfixturevalue("service") if autoload else None
+            service_factory = lambda device: service  # noqa: E731
+        root = tk.Tk()
+        app = App(root, storage=storage, service_factory=service_factory, dialogs=RecordingDialogs(),
+                  autoload=autoload)
+        apps.append(app)
+        root.update()
+        return app
+
+    yield make
+    errors = [e for app in apps for e in app.tk_errors]
+    for app in apps:
+        app.close()
+    apps.clear()
+    gc.collect()  # old Tk roots must be freed on the main thread, not by a later worker thread
+    assert not errors, errors
+
+
+def wait_ready(app, timeout=90):
+    pump(app.root, lambda: app.model_state in ("ready", "failed"), timeout, "the models to load")
+
+
+def last_bubble_done(app):
+    return lambda: app.chat.bubbles and app.chat.bubbles[-1].done
+
+
+def send(app, text, timeout=60):
+    """Type into the message box and press Enter, as a user would; wait for the answer."""
+    box = app.chat.input
+    box.focus_force()
+    app.root.update()
+    box.insert("1.0", text)
+    box.event_generate("<Return>")
+    pump(app.root, last_bubble_done(app), timeout, f"an answer to {text!r}")
+    return app.chat.bubbles[-1]
+
+
+def chips(bubble):
+    from app.gui.chat import Chip
+
+    return [w.label for w in descendants(bubble) if isinstance(w, Chip)]
+
+
+def texts(bubble):
+    import tkinter as tk
+
+    return " ".join(w.cget("text") for w in descendants(bubble) if isinstance(w, tk.Label))
+
+
+# ------------------------------------------------------------------------------------------------- window
+
+
+def test_window_has_tabs_status_and_focused_input(make_app):
+    app = make_app()
+    nb = app.notebook
+    assert [nb.tab(t, "text") for t in nb.tabs()] == ["Chat", "Upload", "Saved"]
+    assert app.root.focus_lastfor() is app.chat.input
+    wait_ready(app)
+    assert app.model_state == "ready"
+    assert app.status.state.cget("text") == "ready"
+    assert app.status.device.cget("text") == "Device: CPU"
+    assert "3 images" in app.status.settings.cget("text")
+
+
+def test_request_shows_chips_and_images(make_app):
+    app = make_app()
+    wait_ready(app)
+    bubble = send(app, "a red dress for a party")
+    assert {"Red", "Dresses", "Party"} <= set(chips(bubble))
+    assert "Looking for:" in texts(bubble)
+    assert len(bubble.cards) == 3  # the images-per-request setting
+    for card in bubble.cards:
+        assert card.photo.width() == card.photo.height() == 192  # 64x64 shown 3x
+        assert card.item.seed is not None and f"seed {card.item.seed}" in texts(card)
+        assert {"Save", "More like this"} <= set(card.buttons)
+    assert len({card.item.seed for card in bubble.cards}) == 3
+    # refine: the item stays, the colour changes
+    bubble = send(app, "make it blue")
+    assert "Dresses" in chips(bubble) and "Blue" in chips(bubble) and "Red" not in chips(bubble)
+    # keyboard: Up recalls the last message, Shift+Enter is a new line
+    app.chat.input.event_generate("<Up>")
+    assert app.chat.input.get("1.0", "end-1c") == "make it blue"
+    app.chat.input.event_generate("<Shift-Return>")
+    assert app.chat.input.get("1.0", "end-1c") == "make it blue\n"
+    app.chat.input.delete("1.0", "end")
+    # the answer without an item is a question, with no images
+    bubble = send(app, "hello!")
+    assert not bubble.cards and "\u201c" in texts(bubble)
+
+
+def test_send_button_and_more_like_this(make_app):
+    app = make_app()
+    wait_ready(app)
+    app.chat.input.insert("1.0", "navy blue shirts for men")
+    app.chat.send_button.invoke()
+    pump(app.root, last_bubble_done(app), 60, "the answer")
+    first = app.chat.bubbles[-1].cards[0]
+    first.buttons["More like this"].invoke()
+    pump(app.root, last_bubble_done(app), 60, "the variations")
+    bubble = app.chat.bubbles[-1]
+    assert len(bubble.cards) == 3
+    assert all(card.item.seed == first.item.seed and card.item.variation is not None for card in bubble.cards)
+
+
+def test_messages_sent_while_loading_are_answered_and_ui_stays_responsive(make_app):
+    from app.service import ModelService
+
+    app = make_app(service_factory=lambda device: ModelService(device=device))  # a real, cold load
+    assert app.model_state == "loading"
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+        if not app._closed:
+            app.root.after(20, tick)
+
+    app.root.after(20, tick)
+    app.chat.input.insert("1.0", "black jeans")
+    app.chat.send_button.invoke()
+    waiting = app.chat.bubbles[-1]
+    assert "as soon as the models are loaded" in texts(waiting)
+    pump(app.root, lambda: waiting.done, 120, "the queued message to be answered")
+    assert app.model_state == "ready"
+    assert len(waiting.cards) == 3 and "Jeans" in chips(waiting)
+    assert max(gaps) < 1.5, f"the UI stalled for {max(gaps):.2f} s while the models loaded"
+
+
+# ------------------------------------------------------------------------------------------- saving, history
+
+
+def test_save_writes_png_with_prompt_and_seed_and_lists_it(make_app):
+    app = make_app()
+    wait_ready(app)
+    bubble = send(app, "white sneakers")
+    card = bubble.cards[1]
+    card.buttons["Save"].invoke()
+    card.buttons["Save"].invoke()  # twice: a second file, never an overwrite
+    files = sorted(app.storage.saved_dir.glob("*.png"))
+    assert len(files) == 2
+    with Image.open(files[0]) as im:
+        assert im.text["prompt"] == "white sneakers"
+        assert im.text["seed"] == str(card.item.seed)
+        assert im.text["caption"] == card.item.caption
+    app.notebook.select(app.saved)
+    pump(app.root, lambda: len(app.saved.paths) == 2, 10, "the Saved tab to list both files")
+    row = app.saved.tree.item(app.saved.tree.get_children()[0])
+    assert row["values"][1] == card.item.seed or str(card.item.seed) in str(row["values"][1])
+
+
+def test_history_is_restored_after_restart_and_can_be_cleared(make_app, tmp_path):
+    app = make_app()
+    wait_ready(app)
+    send(app, "a red dress for a party")
+    app.close()
+    again = make_app()
+    restored = " ".join(texts(b) for b in again.chat.bubbles)
+    assert "a red dress for a party" in restored and "Looking for:" in restored
+    assert "Show again" in {w.cget("text") for b in again.chat.bubbles for w in descendants(b)
+                            if w.winfo_class() == "TButton"}
+    wait_ready(again)
+    bubble = send(again, "make it green")  # the request itself survived the restart
+    assert {"Green", "Dresses", "Party"} <= set(chips(bubble))
+    # Show again draws a folded set in place
+    folded = next(b for b in again.chat.bubbles if b.record and b.record.get("images") and not b.cards)
+    button = next(w for w in descendants(folded) if w.winfo_class() == "TButton")
+    button.invoke()
+    pump(again.root, lambda: len(folded.cards) == 3, 60, "the set to be drawn again")
+    # Clear history (confirmed in the recording fake)
+    again.dialogs.yes_no_answers.append(True)
+    again.clear_history()
+    assert [b.role for b in again.chat.bubbles] == ["bot"]  # only the welcome message
+    assert again.storage.load_history().messages == []
+
+
+def test_corrupt_history_is_set_aside_with_a_message(make_app, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "history.json").write_text("{broken", encoding="utf-8")
+    app = make_app()
+    assert "could not be read" in app.chat.log.get("1.0", "end")
+    assert list(data.glob("history.corrupt-*.json"))
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+
+
+def attach(app, path):
+    app.dialogs.open_answers.append(str(path))
+    app.chat.attach_button.invoke()
+    pump(app.root, last_bubble_done(app), 60, f"the answer to attaching {path}")
+    return app.chat.bubbles[-1]
+
+
+def test_attach_fixture_image_in_chat(make_app):
+    app = make_app()
+    wait_ready(app)
+    fixture = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0]
+    bubble = attach(app, fixture)
+    user = app.chat.bubbles[-2]
+    assert f"attached {fixture.name}" in texts(user)
+    if app.bot.catalogue_ready:
+        assert len(bubble.cards) == 3 and chips(bubble)
+        assert user.photos  # the upload's thumbnail in the user's bubble
+    else:  # no catalogue/embedding weights in this checkout: a clear message instead
+        assert "can't analyse photos" in texts(bubble)
+
+
+def _huge_png() -> bytes:
+    """A valid PNG header claiming 60000 x 60000 pixels (a decompression bomb) with a tiny body."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_uploads_are_a_message_not_a_crash(make_app, tmp_path):
+    app = make_app()
+    wait_ready(app)
+    good = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0].read_bytes()
+    bad = {
+        "notes.jpg": b"this is not an image at all",
+        "truncated.jpg": good[: len(good) // 3],
+        "bomb.png": _huge_png(),
+        "empty.png": b"",
+    }
+    for name, content in bad.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        bubble = attach(app, path)
+        assert "couldn't use that file" in texts(bubble), (name, texts(bubble))
+        assert not bubble.cards
+    assert not app.dialogs.errors
+    assert send(app, "blue jeans").cards  # still working
+
+
+def test_upload_tab_preview_and_variants(make_app):
+    app = make_app()
+    wait_ready(app)
+    fixture = sorted(FIXTURE_IMAGES.glob("*.jpg"))[1]
+    app.dialogs.open_answers.append(str(fixture))
+    app.upload.choose_button.invoke()
+    pump(app.root, lambda: app.upload.image is not None, 60, "the preview")
+    assert app.notebook.select() == str(app.upload)
+    assert fixture.name in app.upload.file_label.cget("text")
+    assert str(app.upload.generate_button.cget("state")) == "normal"
+    app.upload.change.insert(0, "in red")
+    app.upload.generate_button.invoke()
+    status = app.upload.status
+    pump(app.root, lambda: app.upload.cards or "can't analyse" in status.cget("text"), 60, "variants")
+    if app.bot.catalogue_ready:
+        assert len(app.upload.cards) == 3
+    # a bad file in the Upload tab: a message in the tab
+    bad = Path(app.storage.root) / "bad.png"
+    bad.write_bytes(b"nope")
+    app.open_upload_path(str(bad))
+    pump(app.root, lambda: "couldn't use that file" in status.cget("text"), 60, "the error message")
+
+
+def test_similar_products_strip_under_images(make_app, service):
+    products = [{"id": i, "title": f"Fixture product {i} with a long title", "articleType": "Dresses",
+                 "baseColour": colour, "score": 0.9 - i / 10,
+                 "thumbnail": Image.open(p).convert("RGB")}
+                for i, (colour, p) in enumerate(zip(["Red", "Black", "Blue", "Red", "Pink", "Red"],
+                                                    sorted(FIXTURE_IMAGES.glob("*.jpg")))) ]
+    stub = Wrapped(service, similar_products=lambda caption=None, images=None, k=8: products[:k],
+                   retriever=object())
+    app = make_app(service_factory=lambda device: stub)
+    wait_ready(app)
+    bubble = send(app, "a red dress, not black")
+    assert bubble.strip is not None
+    assert len(bubble.strip.tiles) == 5  # the black one is left out
+    assert "Similar products" in texts(bubble.strip)
+    card = bubble.cards[0]
+    card.buttons["Similar"].invoke()
+    pump(app.root, last_bubble_done(app), 60, "similar products of one image")
+    assert app.chat.bubbles[-1].strip is not None
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("content", [None, b"this is not a checkpoint"], ids=["missing", "corrupt"])
+def test_missing_or_corrupt_weights_show_a_dialog_naming_the_file(make_app, tmp_path, content):
+    from app.service import ModelService
+
+    weights = tmp_path / "generator.pt"
+    if content is not None:
+        weights.write_bytes(content)
+    app = make_app(service_factory=lambda device: ModelService(weights=weights, device=device))
+    wait_ready(app)
+    assert app.model_state == "failed"
+    [(title, message)] = app.dialogs.errors
+    assert str(weights) in message and "--export weights/generator.pt" in message
+    assert app.status.state.cget("text") == "models not loaded"
+    bubble = send(app, "a red dress")  # the chat still understands the request
+    assert "Red" in chips(bubble) and "can't draw images" in texts(bubble)
+
+
+def test_worker_error_appears_in_chat_and_log(make_app, service, caplog):
+    def explode(caption, seeds):
+        raise RuntimeError("the generator exploded")
+
+    app = make_app(service_factory=lambda device: Wrapped(service, generate=explode))
+    wait_ready(app)
+    with caplog.at_level(logging.ERROR, logger="app.worker"):
+        bubble = send(app, "a red dress")
+    assert "the generator exploded" in texts(bubble)
+    assert any("the generator exploded" in (r.exc_text or "") + r.getMessage() for r in caplog.records) or \
+        any(r.exc_info and "exploded" in str(r.exc_info[1]) for r in caplog.records)
+    assert "the generator exploded" in app.storage.history_path.read_text()
+
+
+# ----------------------------------------------------------------------------------------------- settings
+
+
+def test_settings_dialog_changes_images_and_seeds(make_app):
+    app = make_app()
+    wait_ready(app)
+    dialog = app.open_settings()
+    app.root.update()
+    dialog.images.set(2)
+    dialog.seed_mode.set("fixed")
+    dialog.fixed_seed.set("7")
+    dialog.ok_button.invoke()
+    assert app.storage.load_settings().images_per_request == 2
+    bubble = send(app, "grey hoodie")
+    assert [card.item.seed for card in bubble.cards] == [7, 8]
+    assert "seeds from 7" in app.status.settings.cget("text")
+
+
+def test_gpu_setting_without_a_gpu_falls_back_to_cpu(make_app):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from app.storage import Settings
+
+    app = make_app()
+    wait_ready(app)
+    app.apply_settings(Settings(images_per_request=3, device="cuda"))
+    wait_ready(app)
+    pump(app.root, lambda: "No CUDA GPU" in app.chat.log.get("1.0", "end"), 30, "the fallback notice")
+    assert app.status.device.cget("text") == "Device: CPU"
+
+
+# ----------------------------------------------------------------------------------------------- long chats
+
+
+def test_long_conversations_stay_smooth(make_app):
+    from app.bot import Chip, Reply, ShownImage
+    from app.gui.chat import MAX_LIVE_SETS
+
+    app = make_app(autoload=False)
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+
+    def reply(i):
+        return Reply("Looking for: Red Dresses", "images", headline="Looking for:",
+                     chips=[Chip("Red", "colour"), Chip("Dresses", "item")],
+                     images=[ShownImage(image, i * 4 + k, "red dresses", prompt="red dress") for k in range(4)],
+                     caption="red dresses")
+
+    times = []  # CPU time of this process: what the app costs, not how busy the machine is
+    for i in range(100):
+        t = time.process_time()
+        app.chat.add_user(f"message {i}")
+        app.chat.add_reply(reply(i))
+        app.root.update()
+        times.append(time.process_time() - t)
+    first, last = statistics.median(times[:20]), statistics.median(times[-20:])
+    assert last < 2.5 * first + 0.01, f"appending slowed from {first * 1000:.0f} to {last * 1000:.0f} ms"
+    pump(app.root, lambda: app.chat.log.yview()[1] == pytest.approx(1.0), 10, "the view to reach the end")
+    live = [b for b in app.chat.bubbles if b.cards]
+    assert len(live) == MAX_LIVE_SETS  # older sets are folded: their PhotoImages are released
+
+
+def test_upload_image_fixture_is_loadable():
+    """The fixture the GUI tests attach is a real image (guards the tests themselves)."""
+    fixture = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0]
+    with Image.open(io.BytesIO(fixture.read_bytes())) as im:
+        assert im.size[0] > 0
