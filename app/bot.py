@@ -383,8 +383,7 @@ class Bot:
         if not self.state.article_type:
             if self.state.empty:
                 return Reply("What are you looking for? For example " + CLARIFY_ITEMS + ".", "clarify")
-            return Reply(f"What kind of item would you like ({', '.join(c.label for c in self.state.chips())})? "
-                         f"For example {CLARIFY_ITEMS}.", "clarify", headline="So far:",
+            return Reply(f"What kind of item should it be? For example {CLARIFY_ITEMS}.", "clarify", headline="So far:",
                          chips=self.state.chips(), request=self.state.to_dict())
         if changes:  # same seeds: the same designs, changed as asked
             seeds = self.state.seeds if len(self.state.seeds) == self._n() else self._seeds()
@@ -544,14 +543,12 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
         original = described = describe(image)
         pairs, caption, regenerable = [], None, True
     seen = _state_from_description(original)
-    state = _state_from_description(described)
-    changes = state.apply(detection) if detection is not None else []
-    if detection is not None and detection.article_types and detection.article_types[0] != state.article_type:
-        state.article_type = detection.article_types[0]
-        changes.insert(0, f"item to {state.article_type.lower()}")
-    if described is not original and described.get("changed") and not changes:
-        names = {"articleType": "item", "baseColour": "colour"}
-        changes = [f"{names.get(key, key)} to {str(described.get(key)).lower()}" for key in described["changed"]]
+    state = _state_from_description(described)  # the service may already have applied the text
+    if detection is not None:
+        state.apply(detection)
+        if detection.article_types:
+            state.article_type = detection.article_types[0]
+    changes = _differences(seen, state)
     if caption is None:  # no image-conditioned variants: draw the described (and changed) caption
         caption = state.caption()
         generated = service.generate(caption, seeds)
@@ -581,6 +578,22 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
     reply = Reply(plain, "images", headline=headline, chips=chips, note=" ".join(note_parts) or None,
                   images=images, similar=products, caption=caption)
     return UploadResult(reply, state if not state.empty else None, original)
+
+
+def _differences(before: RequestState, after: RequestState) -> list[str]:
+    """What a change text did, in words: "item to dresses", "colour to red", "for women", ..."""
+    out = []
+    if after.article_type != before.article_type and after.article_type:
+        out.append(f"item to {after.article_type.lower()}")
+    if after.colours != before.colours and after.colours:
+        out.append(f"colour to {' and '.join(c.lower() for c in after.colours)}")
+    if after.gender != before.gender and after.gender:
+        out.append(f"for {after.gender.lower()}")
+    if after.usage and after.usage != before.usage:
+        out.append(f"{after.usage.lower()} wear")
+    out += [" ".join(values) for name, values in after.attributes.items() if before.attributes.get(name) != values]
+    out += [f"no {c.lower()}" for c in after.exclude_colours if c not in before.exclude_colours]
+    return out
 
 
 def _state_from_description(info: dict) -> RequestState:

@@ -2,7 +2,8 @@
 
 Measures the time until the window is visible and from Enter to the images (both written to
 test-artifacts/e2e-timings.json), and keeps screenshots in test-artifacts/ (gitignored). With
-UPDATE_SCREENSHOT=1 the chat screenshot is also copied to docs/screenshot.png for the README.
+UPDATE_SCREENSHOT=1 the first answer's screenshot is also copied to docs/screenshot.png for the README;
+E2E_CATALOG=PATH starts the app with `--catalog PATH` (similar products when no catalogue is bundled).
 """
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ def bot_records_with_images(home: Path) -> list[dict]:
     return [m for m in data.get("messages", []) if m.get("role") == "bot" and m.get("images")]
 
 
+def user_texts(home: Path) -> list[str]:
+    try:
+        data = json.loads((home / "data" / "history.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [m.get("text") for m in data.get("messages", []) if m.get("role") == "user"]
+
+
 def screenshot(display: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["import", "-window", "root", str(path)], env=os.environ | {"DISPLAY": display}, check=True,
@@ -77,19 +86,28 @@ def test_launch_type_request_and_screenshot(xvfb, tmp_path):
     log_path = tmp_path / "app-output.txt"
     started = time.monotonic()
     with open(log_path, "wb") as out:
-        app = subprocess.Popen([sys.executable, "main.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        catalog = ["--catalog", os.environ["E2E_CATALOG"]] if os.environ.get("E2E_CATALOG") else []
+        app = subprocess.Popen([sys.executable, "main.py", *catalog], cwd=ROOT, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
     try:
         window = wait_for(lambda: xdo(display, "search", "--onlyvisible", "--name", WINDOW_NAME, check=False),
                           60, "the window").split()[0]
         visible_s = time.monotonic() - started
 
         # Type at once: the models are still loading, so the message waits and is answered when they are.
+        # (Once the app has logged that its window is up and focused: keys typed earlier go nowhere.)
+        app_log = home / "logs" / "fashiongan.log"
+        wait_for(lambda: app_log.exists() and "window shown" in app_log.read_text(), 60, "the app's start", 0.05)
         xdo(display, "mousemove", "--window", window, "500", "740")
+        xdo(display, "windowfocus", "--sync", window, check=False)
         xdo(display, "type", "--delay", "30", "a red dress for a party")
         sent = time.monotonic()
         xdo(display, "key", "Return")
+        wait_for(lambda: user_texts(home) == ["a red dress for a party"], 60, "the message to be sent", 0.05)
         wait_for(lambda: len(bot_records_with_images(home)) >= 1, 240, "the first images", 0.05)
         first_images_s = time.monotonic() - sent
+        time.sleep(1.5)  # let the bubble settle and scroll
+        first_shot = screenshot(display, ARTIFACTS / "e2e-first-answer.png")
 
         # A refinement with the models loaded: the time a user waits for images.
         xdo(display, "type", "--delay", "30", "make it blue")
@@ -110,10 +128,9 @@ def test_launch_type_request_and_screenshot(xvfb, tmp_path):
 
         if os.environ.get("UPDATE_SCREENSHOT"):
             (ROOT / "docs").mkdir(exist_ok=True)
-            shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
+            shutil.copyfile(first_shot, ROOT / "docs" / "screenshot.png")
 
         # The Upload tab: Ctrl+O opens Tk's file dialog, whose file-name box has the focus.
-        app_log = home / "logs" / "fashiongan.log"
         xdo(display, "mousemove", "--window", window, "95", "49", "click", "1")  # the "Upload" tab
         time.sleep(0.5)
         xdo(display, "key", "ctrl+o")

@@ -203,10 +203,12 @@ def test_messages_sent_while_loading_are_answered_and_ui_stays_responsive(make_a
     app.chat.send_button.invoke()
     waiting = app.chat.bubbles[-1]
     assert "as soon as the models are loaded" in texts(waiting)
-    pump(app.root, lambda: waiting.done, 120, "the queued message to be answered")
+    pump(app.root, lambda: waiting.done, 240, "the queued message to be answered")
     assert app.model_state == "ready"
     assert len(waiting.cards) == 3 and "Jeans" in chips(waiting)
-    assert max(gaps) < 1.5, f"the UI stalled for {max(gaps):.2f} s while the models loaded"
+    # Loading on the UI thread would stall it for the whole load (many seconds here); the bound leaves room
+    # for a busy two-core machine that sometimes schedules this process late.
+    assert max(gaps) < 3.0, f"the UI stalled for {max(gaps):.2f} s while the models loaded"
 
 
 # ------------------------------------------------------------------------------------------- saving, history

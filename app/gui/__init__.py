@@ -77,7 +77,7 @@ def configure_styles(root: tk.Misc) -> ttk.Style:
                     padding=(14, 4))
     style.map("Accent.TButton", background=[("disabled", "#9db5ef"), ("pressed", ACCENT_DARK),
                                             ("active", ACCENT_DARK)])
-    style.configure("Card.TButton", padding=(4, 1), font=(base.actual("family"), 9))
+    style.configure("Card.TButton", padding=(6, 1), width=0, font=(base.actual("family"), 9))
     style.configure("Horizontal.TProgressbar", troughcolor="#dfe3e8", background=ACCENT, thickness=8)
     style.configure("Treeview", rowheight=72, background=SURFACE, fieldbackground=SURFACE)
     style.configure("TLabelframe", background=BG)

@@ -276,7 +276,7 @@ class ProductStrip(tk.Frame):
         self.tiles: list[tk.Frame] = []
         for product in products:
             tile = tk.Frame(row, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER, padx=4, pady=4,
-                            width=THUMB_SIZE + 18, height=THUMB_SIZE + 58)
+                            width=THUMB_SIZE + 18, height=THUMB_SIZE + 62)
             tile.pack_propagate(False)
             tile.pack(side="left", padx=(0, 6))
             thumb = product.get("thumbnail")
@@ -285,8 +285,8 @@ class ProductStrip(tk.Frame):
                 self.photos.append(photo)
                 tk.Label(tile, image=photo, bg=SURFACE, height=THUMB_SIZE).pack()
             title_text = str(product.get("title") or product.get("id") or "")
-            if len(title_text) > 38:
-                title_text = title_text[:36] + "\u2026"
+            if len(title_text) > 30:  # two lines at most: the colour and type line stays visible
+                title_text = title_text[:28].rstrip() + "\u2026"
             tk.Label(tile, text=title_text, bg=SURFACE, fg=TEXT, font=_font(tile, 8), wraplength=THUMB_SIZE + 8,
                      justify="left", anchor="nw").pack(anchor="w", fill="x")
             detail = " \u00b7 ".join(str(product[k]) for k in ("baseColour", "articleType") if product.get(k))

@@ -13,9 +13,9 @@ from pathlib import Path
 from tkinter import ttk
 
 from app.gui import BORDER, ERROR_FG, MUTED, SURFACE, to_photo
-from app.gui.chat import ImageCard, ProductStrip, _font
+from app.gui.chat import Chip, ImageCard, ProductStrip, _font
 
-PREVIEW_SIZE = 256
+PREVIEW_SIZE = 200
 CHANGE_HINT = "Optional change, e.g. \u201cin red\u201d, \u201cwith long sleeves\u201d, \u201cfor women\u201d"
 
 
@@ -40,9 +40,10 @@ class UploadTab(ttk.Frame):
 
     def _build(self) -> None:
         left = ttk.Frame(self)
-        left.pack(side="left", fill="y", padx=(0, 18))
+        left.pack(side="left", fill="y", padx=(0, 16))
         ttk.Label(left, text="Reference image", style="Title.TLabel").pack(anchor="w")
-        ttk.Label(left, text="A photo of one clothing item or accessory.", style="Muted.TLabel").pack(anchor="w")
+        ttk.Label(left, text="A photo of one clothing item or accessory.", style="Muted.TLabel",
+                  wraplength=PREVIEW_SIZE).pack(anchor="w")
         frame = tk.Frame(left, bg=SURFACE, width=PREVIEW_SIZE + 8, height=PREVIEW_SIZE + 8,
                          highlightthickness=1, highlightbackground=BORDER)
         frame.pack_propagate(False)
@@ -97,11 +98,16 @@ class UploadTab(ttk.Frame):
         if reply.kind == "error":
             self.set_status(reply.text, error=True)
             return
+        self.set_status(f"{len(reply.images)} variants, with the seeds that draw them again.")
         if reply.chips:
-            self.attributes_label.configure(
-                text=("Looks like: " if reply.headline == "This looks like:" else "Variants of: ")
-                + " \u00b7 ".join(c.label for c in reply.chips))
-        self.set_status(reply.note or f"{len(reply.images)} variants.")
+            header = ttk.Frame(self.results)
+            header.pack(anchor="nw", pady=(0, 4))
+            ttk.Label(header, text="Drawn as:", font=_font(header, None, "bold")).pack(side="left", padx=(0, 6))
+            for chip in reply.chips:
+                Chip(header, chip.label, chip.kind).pack(side="left", padx=2)
+        if reply.note:
+            ttk.Label(self.results, text=reply.note, style="Muted.TLabel", wraplength=780,
+                      justify="left").pack(anchor="nw", pady=(0, 6))
         grid = ttk.Frame(self.results)
         grid.pack(anchor="nw")
         for i, item in enumerate(reply.images):

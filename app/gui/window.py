@@ -33,7 +33,8 @@ APP_TITLE = "FashionGAN \u00b7 Shopping Assistant"
 POLL_MS = 30                # how often the UI drains the worker's events
 MAX_EVENTS_PER_POLL = 40    # the rest wait for the next tick: the UI never stalls on a burst
 RESTORE_MESSAGES = 80       # history messages drawn at start; older ones stay in the file
-LOAD_STEPS = 5              # progress messages while loading: detector, encoder, generator, catalogue, ready
+LOAD_STEPS = 6              # progress messages while loading: detector, encoder, generator, search model,
+                            # catalogue, ready
 LOG_FILE = "fashiongan.log"
 DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}
 WEIGHTS_FIX = ("To fix it, reinstall FashionGAN, or put a generator checkpoint at that path. From a source "
@@ -368,11 +369,13 @@ class App:
             if result.error:
                 self.model_state = "failed"
                 self.load_error = result.error
-                self.status.show("models not loaded", "images can't be drawn: see Help")
+                self.status.show("models not loaded", "images can't be drawn (see the message)")
+                generator = "generator" in (result.error_file or "") or "checkpoint" in result.error
+                fix = WEIGHTS_FIX if generator else "Reinstalling FashionGAN restores the bundled model files."
                 self.dialogs.error("Model files missing or damaged",
-                                   f"The image generator could not be loaded.\n\nFile: {result.error_file}\n"
-                                   f"Problem: {result.error}\n\n{WEIGHTS_FIX}\n\nThe chat still understands "
-                                   "requests, but cannot draw images until then.")
+                                   f"The {'image generator' if generator else 'models'} could not be loaded.\n\n"
+                                   f"File: {result.error_file}\nProblem: {result.error}\n\n{fix}\n\n"
+                                   "The chat still understands requests, but cannot draw images until then.")
             else:
                 self.model_state = "ready"
                 detail = "" if result.similar else "similar products unavailable" if result.catalog_error else ""
@@ -700,6 +703,10 @@ class SettingsDialog(tk.Toplevel):
         self.ok_button.pack(side="right", padx=(0, 6))
         self.bind("<Return>", lambda e: self.ok())
         self.bind("<Escape>", lambda e: self.destroy())
+        app.root.update_idletasks()
+        x = app.root.winfo_rootx() + max(0, (app.root.winfo_width() - self.winfo_reqwidth()) // 2)
+        y = app.root.winfo_rooty() + max(0, (app.root.winfo_height() - self.winfo_reqheight()) // 3)
+        self.geometry(f"+{x}+{y}")
 
     def destroy(self) -> None:
         self.images = self.device = self.seed_mode = self.fixed_seed = None  # Tk variables die on this thread
