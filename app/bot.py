@@ -618,7 +618,8 @@ def latent_variations(service, caption: str, seed: int, variation_seeds: list[in
                       strength: float = VARIATION_STRENGTH):
     """Images whose latent is `seed`'s, moved a little towards each variation seed's; None without access.
 
-    z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution.
+    z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution;
+    the generator's truncation factor (if any) is applied as in its own `noise()`.
     """
     generator = getattr(service, "generator", None)
     encoder = getattr(service, "encoder", None)
@@ -636,7 +637,7 @@ def latent_variations(service, caption: str, seed: int, variation_seeds: list[in
     z_dim = generator.config.z_dim
     base = seed_noise([seed], z_dim)
     moves = seed_noise(variation_seeds, z_dim)
-    z = math.sqrt(1 - strength**2) * base + strength * moves
+    z = (math.sqrt(1 - strength**2) * base + strength * moves) * float(getattr(generator, "truncation", 1.0))
     text = encoder.encode([caption])[0].reshape(1, -1).expand(len(variation_seeds), -1)
     device = getattr(generator, "device", torch.device("cpu"))
     with torch.inference_mode():

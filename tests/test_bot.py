@@ -234,3 +234,22 @@ def test_colour_helpers():
     assert image_colour_family(item_image(BLACK)) == "black"
     assert image_colour_family(item_image(RED)) == "red"
     assert image_colour_family(Image.new("RGB", (64, 64), WHITE_BG)) == "white"
+
+
+def test_latent_variations_match_the_generator_at_zero_strength():
+    """'More like this' builds its own latents: at strength 0 they must give the seed's own image."""
+    from app.bot import latent_variations
+    from app.service import ModelService
+    from models.resources import GENERATOR_WEIGHTS
+
+    if not GENERATOR_WEIGHTS.exists():
+        pytest.skip(f"{GENERATOR_WEIGHTS} missing")
+    service = ModelService(device="cpu")
+    service.detector = FakeService().detector  # skip the catalogue: only the encoder and generator are needed
+    service.encoder = service._load_encoder()
+    service.generator = service._load_generator()
+    own = service.generate("red dresses", [42]).images[0]
+    same = latent_variations(service, "red dresses", 42, [7], strength=0.0)[0]
+    moved = latent_variations(service, "red dresses", 42, [7], strength=0.35)[0]
+    assert own.tobytes() == same.tobytes()
+    assert own.tobytes() != moved.tobytes()

@@ -49,6 +49,9 @@ def service():
     if not GENERATOR_WEIGHTS.exists():
         pytest.fail(f"{GENERATOR_WEIGHTS} is missing: export it with "
                     "`python -m models.train --out runs/gan-v1 --export weights/generator.pt`")
+    from app.gui.window import limit_cpu_threads
+
+    limit_cpu_threads()  # as the app's loading job does
     svc = ModelService(device="cpu")
     svc.load()
     gc.freeze()  # as the app does once loaded: later full collections skip the models' objects
