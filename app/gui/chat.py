@@ -284,11 +284,11 @@ class ProductStrip(tk.Frame):
                 photo = to_photo(thumb, THUMB_SIZE, master=tile, crisp=False)
                 self.photos.append(photo)
                 tk.Label(tile, image=photo, bg=SURFACE, height=THUMB_SIZE).pack()
-            title_text = str(product.get("title") or product.get("id") or "")
-            if len(title_text) > 30:  # two lines at most: the colour and type line stays visible
-                title_text = title_text[:28].rstrip() + "\u2026"
-            tk.Label(tile, text=title_text, bg=SURFACE, fg=TEXT, font=_font(tile, 8), wraplength=THUMB_SIZE + 8,
-                     justify="left", anchor="nw").pack(anchor="w", fill="x")
+            title_font = _font(tile, 8)
+            title_text = fit_lines(tile, str(product.get("title") or product.get("id") or ""), title_font,
+                                   THUMB_SIZE + 6)
+            tk.Label(tile, text=title_text, bg=SURFACE, fg=TEXT, font=title_font, justify="left",
+                     anchor="nw").pack(anchor="w", fill="x")
             detail = " \u00b7 ".join(str(product[k]) for k in ("baseColour", "articleType") if product.get(k))
             tk.Label(tile, text=detail, bg=SURFACE, fg=MUTED, font=_font(tile, 7), anchor="w").pack(anchor="w")
             self.tiles.append(tile)
@@ -297,6 +297,27 @@ class ProductStrip(tk.Frame):
         self.photos.clear()  # released on the main thread (see Bubble.destroy)
         self.tiles.clear()
         super().destroy()
+
+
+def fit_lines(widget: tk.Misc, text: str, font: tuple, width: int, lines: int = 2) -> str:
+    """Word-wrap `text` into at most `lines` lines of `width` pixels, ending in an ellipsis if cut."""
+
+    def measure(s: str) -> int:
+        return int(widget.tk.call("font", "measure", font, s))
+    out: list[str] = []
+    words = text.split()
+    while words and len(out) < lines:
+        line = words.pop(0)
+        while words and measure(f"{line} {words[0]}") <= width:
+            line = f"{line} {words.pop(0)}"
+        out.append(line)
+    for i, line in enumerate(out):
+        cut = bool(words) and i == len(out) - 1
+        if cut or measure(line) > width:
+            while line and measure(line + "\u2026") > width:
+                line = line[:-1]
+            out[i] = line.rstrip() + "\u2026"
+    return "\n".join(out)
 
 
 class ChatView(ttk.Frame):
