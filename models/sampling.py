@@ -15,6 +15,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """One z per seed, always drawn on the CPU so that GPU and CPU runs agree."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+def seed_noise(seeds: list[int], z_dim: int, draw: int = 0) -> torch.Tensor:
+    """One z per seed, always drawn on the CPU so that GPU and CPU runs agree. `draw` > 0 takes the
+    draw-th further vector from the same seed's stream: a fresh z that still belongs to that seed."""
+    return torch.stack([_nth_normal(int(s), z_dim, draw) for s in seeds])
+
+
+def _nth_normal(seed: int, size: int, n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((n + 1) * size, generator=generator)[n * size :]
