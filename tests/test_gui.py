@@ -41,6 +41,16 @@ def display():
         os.environ.pop("DISPLAY", None)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """The app limits torch's CPU threads (one core for the window); other test modules get theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def service():
     from app.service import ModelService
@@ -468,3 +478,24 @@ def test_upload_image_fixture_is_loadable():
     fixture = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0]
     with Image.open(io.BytesIO(fixture.read_bytes())) as im:
         assert im.size[0] > 0
+
+
+def test_window_shows_before_any_heavy_import(display, tmp_path):
+    """torch, transformers and spaCy load on the worker thread, after the window is up."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tkinter as tk\n"
+            "from app.cli import build_parser\n"
+            "build_parser()\n"
+            "from app.gui.window import App\n"
+            "root = tk.Tk()\n"
+            "app = App(root, autoload=False)\n"
+            "root.update()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'spacy', 'numpy') if m in sys.modules))\n"
+            "app.close()\n")
+    env = os.environ | {"FASHIONGAN_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
