@@ -32,7 +32,8 @@ from models.captions import canonical_caption
 log = logging.getLogger(__name__)
 
 SIMILAR_K = 8              # products in a "Similar products" strip
-VARIATION_STRENGTH = 0.35  # "More like this": how far variations move from the seed's latent (0..1)
+VARIATION_STRENGTH = 0.5   # "More like this": how far variations move from the seed's latent (0..1);
+                           # 0.5 changes an image about a third as much as a new seed does
 EXCLUDE_ROUNDS = 3         # extra draws allowed to replace images that show an excluded colour
 
 EXAMPLES = [
@@ -618,8 +619,10 @@ def latent_variations(service, caption: str, seed: int, variation_seeds: list[in
                       strength: float = VARIATION_STRENGTH):
     """Images whose latent is `seed`'s, moved a little towards each variation seed's; None without access.
 
-    z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution;
-    the generator's truncation factor (if any) is applied as in its own `noise()`.
+    z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution.
+    z(seed) is the latent the generator itself used for that seed (its truncation, and its redraw of a
+    seed whose first draw is broken), so strength 0 gives exactly the image shown for the seed.
+    (This belongs in the service; see `variations` there when it exists.)
     """
     generator = getattr(service, "generator", None)
     encoder = getattr(service, "encoder", None)
@@ -628,20 +631,45 @@ def latent_variations(service, caption: str, seed: int, variation_seeds: list[in
         return None
     import torch
 
+    from models.data import tensor_to_images
+
+    device = getattr(generator, "device", torch.device("cpu"))
+    text = encoder.encode([caption])[0].reshape(1, -1).to(device)
+    with torch.inference_mode():
+        base = _seed_latent(generator, net, text, seed)
+        moves = _noise(generator, variation_seeds)
+        z = math.sqrt(1 - strength**2) * base + strength * moves
+        return tensor_to_images(net(z, text.expand(len(variation_seeds), -1)))
+
+
+def _noise(generator, seeds: list[int], attempt: int = 0):
+    """The generator's own (truncated) noise for seeds; plain seed noise for generators without `noise()`."""
+    if hasattr(generator, "noise"):
+        return generator.noise(seeds, attempt) if attempt else generator.noise(seeds)
     try:
         from models.sampling import seed_noise
     except ImportError:  # older layout
         from models.train import seed_noise
-    from models.data import tensor_to_images
+    return seed_noise(seeds, generator.config.z_dim).to(getattr(generator, "device", "cpu")) * float(
+        getattr(generator, "truncation", 1.0))
 
-    z_dim = generator.config.z_dim
-    base = seed_noise([seed], z_dim)
-    moves = seed_noise(variation_seeds, z_dim)
-    z = (math.sqrt(1 - strength**2) * base + strength * moves) * float(getattr(generator, "truncation", 1.0))
-    text = encoder.encode([caption])[0].reshape(1, -1).expand(len(variation_seeds), -1)
-    device = getattr(generator, "device", torch.device("cpu"))
-    with torch.inference_mode():
-        return tensor_to_images(net(z.to(device), text.to(device)))
+
+def _seed_latent(generator, net, text, seed: int):
+    """The z that `generator.generate` draws `seed` with, following its broken-draw redraws if it has them."""
+    import models.generate as gen
+
+    z = _noise(generator, [seed])
+    redraws, limit = getattr(gen, "MAX_REDRAWS", 0), getattr(gen, "OUTLIER_DISTANCE", None)
+    if not redraws or limit is None:
+        return z
+    import torch
+
+    typical = net(torch.zeros(1, generator.config.z_dim, device=z.device), text)
+    for attempt in range(1, redraws + 1):
+        if (net(z, text) - typical).abs().mean() <= limit:
+            break
+        z = _noise(generator, [seed], attempt)
+    return z
 
 
 def _dropped_note(dropped: int, excluded: list[str]) -> str | None:

@@ -1,6 +1,7 @@
 """The conversation logic, without a display: the real keyword detector, a fake image generator."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -248,8 +249,11 @@ def test_latent_variations_match_the_generator_at_zero_strength():
     service.detector = FakeService().detector  # skip the catalogue: only the encoder and generator are needed
     service.encoder = service._load_encoder()
     service.generator = service._load_generator()
-    own = service.generate("red dresses", [42]).images[0]
-    same = latent_variations(service, "red dresses", 42, [7], strength=0.0)[0]
-    moved = latent_variations(service, "red dresses", 42, [7], strength=0.35)[0]
-    assert own.tobytes() == same.tobytes()
-    assert own.tobytes() != moved.tobytes()
+    seeds = list(range(40, 56))  # enough seeds that some need the generator's redraw, if it has one
+    own = service.generate("red dresses", seeds).images
+    for seed, image in zip(seeds, own):
+        same = latent_variations(service, "red dresses", seed, [7], strength=0.0)[0]
+        # batch of 16 against a batch of 1: float rounding may move a pixel value by one step
+        assert np.abs(np.asarray(image, int) - np.asarray(same, int)).max() <= 2, seed
+    moved = latent_variations(service, "red dresses", 42, [7], strength=0.5)[0]
+    assert np.abs(np.asarray(own[2], int) - np.asarray(moved, int)).max() > 10  # a visible variation
