@@ -242,7 +242,7 @@ class TypoCorrector:
         self._lock = threading.Lock()
 
     def correct(self, word: str) -> str | None:
-        if len(word) < TYPO_MIN_TOKEN or word in self.protected or not word.isalpha():
+        if not TYPO_MIN_TOKEN <= len(word) <= 64 or word in self.protected or not word.isalpha():  # O(n^2) deletes
             return None
         if word.endswith("y") and (word[:-1] in self.protected or word[:-2] in self.protected):
             return None  # a word made from a known one ("dressy", "girly", "beachy"), not a typo
