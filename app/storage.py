@@ -154,7 +154,7 @@ class Storage:
 
     def save_history(self, messages: list[dict], state: dict | None = None) -> None:
         payload = {"version": HISTORY_VERSION, "messages": messages[-MAX_HISTORY:], "state": state}
-        atomic_write_text(self.history_path, json.dumps(payload, ensure_ascii=False, indent=1))
+        atomic_write_text(self.history_path, json.dumps(payload, indent=1))  # ASCII: lone surrogates survive
 
     def clear_history(self) -> None:
         self.save_history([], None)
