@@ -138,7 +138,7 @@ class Storage:
                 raise ValueError("messages is not a list of objects")
             state = data.get("state")
             return History(messages, state if isinstance(state, dict) else None)
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             aside = self.history_path.with_name(f"history.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
             n = 1
             while aside.exists():
