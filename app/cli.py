@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 
@@ -59,7 +60,7 @@ def cmd_gui(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="main.py",
+        prog=os.path.basename(sys.argv[0]) or "main.py",  # "FashionGAN" when frozen
         description="FashionGAN multimodal search: with no command, opens the desktop app.",
     )
     parser.add_argument("--catalog", help="catalogue index to search (default: the bundled one)")
