@@ -47,6 +47,7 @@ class ModelService:
             self.encoder = self._timed("text_encoder", self._load_encoder)
             progress("loading generator ...")
             self.generator = self._timed("generator", self._load_generator)
+            self._load_catalog_if_possible(progress)
             progress("ready")
 
     def _timed(self, name: str, fn):
@@ -92,6 +93,136 @@ class ModelService:
     def generate(self, caption: str, seeds: list[int]) -> Generated:
         embedding = self.encoder.encode([caption])[0]
         return Generated(caption, list(seeds), self.generator.generate(embedding, list(seeds)))
+
+    # ---- catalogue search (issue 5) -------------------------------------------------------------
+    # The embedding model and catalogue load apart from the generator, so search works without it.
+    embedding_weights: str | Path | None = None  # embedding checkpoint; None = weights/embedding.pt
+    retriever = None  # models.retrieval.Retriever once load_catalog() has run (not a field)
+    catalog_error = None  # why load() could not load the catalogue (str), else None (not a field)
+
+    def load_catalog(self, progress: Progress = lambda message: None) -> None:
+        """Load the embedding model and the catalogue (`self.catalog`, or the bundled one).
+        Raises CatalogError / CheckpointError naming the file; safe to call again."""
+        with self._catalog_lock():
+            if self.retriever is not None:
+                return
+            from models.catalog import Catalogue
+            from models.retrieval import DEFAULT_CATALOG, Retriever, SearchModel
+
+            progress("loading search model ...")
+            model = self._timed("search_model", lambda: SearchModel(self.embedding_weights))
+            progress("loading catalogue ...")
+            catalogue = self._timed("catalogue", lambda: Catalogue.load(self.catalog or DEFAULT_CATALOG))
+            if self.encoder is None:
+                from models.text_encoder import get_text_encoder
+
+                progress("loading text encoder ...")
+                self.encoder = self._timed("text_encoder", get_text_encoder)  # shared per process
+            self.retriever = Retriever(model, catalogue, self.encoder, detect=self.detect, generator=self.generator)
+            self.catalog_error = None
+
+    def _catalog_lock(self) -> threading.RLock:
+        lock = self.__dict__.get("_search_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_search_lock", threading.RLock())
+        return lock
+
+    def _load_catalog_if_possible(self, progress: Progress) -> None:
+        """Inside load(): the app still generates when the catalogue is missing or damaged."""
+        from models.catalog import CatalogError
+        from models.checkpoint import CheckpointError
+
+        try:
+            self.load_catalog(progress)
+        except (CatalogError, CheckpointError, OSError) as exc:
+            self.catalog_error = str(exc)
+            log.warning("similar products unavailable: %s", exc)
+            progress(f"similar products unavailable: {exc}")
+
+    def _search_ready(self):
+        self.load_catalog()
+        self.retriever.generator = self.generator
+        return self.retriever
+
+    def similar_products(self, caption: str | None = None, images: list | None = None, k: int = 8) -> list[dict]:
+        """Catalogue products like a caption (the detected one), like images, or like both: a caption
+        with generated images fuses them as the synthetic query expansion does (the images' mean
+        embedding weighted by models.retrieval.EXPANSION_WEIGHT, so the caption leads).
+        Dicts: id, title, articleType, baseColour, score, thumbnail (PIL image, 64x64)."""
+        import numpy as np
+
+        from models.retrieval import EXPANSION_WEIGHT, Query, normalise
+
+        retriever = self._search_ready()
+        images = [self._as_image(img) for img in (images or [])]
+        if caption and caption.strip():
+            vectors, _ = retriever.text_query_vectors([caption], [caption.strip()], expand=False)
+            query = Query(vectors[0], "text", caption, wanted=retriever.analyse([caption])[1][0])
+            if images and EXPANSION_WEIGHT > 0:
+                generated = normalise(retriever.model.embed_images(images).mean(0))
+                query.vector = normalise(query.vector + EXPANSION_WEIGHT * generated)
+        elif images:
+            query = retriever.image_query(images)
+            query.vector = normalise(np.asarray(query.vector))
+        else:
+            raise ValueError("similar products need a caption, images or both")
+        return self._products(retriever.search_rows(query, k))
+
+    def similar_to_image(self, image, text: str = "", k: int = 8) -> list[dict]:
+        """Products like a reference image, changed as the text says ("in red"): the composed query."""
+        retriever = self._search_ready()
+        image = self._as_image(image)
+        query = retriever.composed_query(image, text) if text.strip() else retriever.image_query([image])
+        return self._products(retriever.search_rows(query, k))
+
+    def describe_image(self, image) -> dict:
+        """Item type, colour (and gender) predicted from a PIL image (or a path / bytes, opened safely):
+        {"articleType", "baseColour", "gender", "caption", "confidence": {...}}."""
+        retriever = self._search_ready()
+        predicted = retriever.model.predict([self._as_image(image)])[0]
+        return {key: predicted.get(key) for key in ("articleType", "baseColour", "gender", "caption", "confidence")}
+
+    def variants(self, image, text: str = "", seeds: list[int] = (0, 1, 2, 3)) -> tuple[Generated, dict]:
+        """Generated variants of a reference image with the modification text applied ("in red",
+        "as a dress"). Returns the images and the describe_image result after the modification, plus
+        "original" (before it) and "changed" (the attributes the text set)."""
+        self.load()
+        if self.generator is None:
+            raise RuntimeError("the generator is not loaded")
+        retriever = self._search_ready()
+        image = self._as_image(image)
+        original = self.describe_image(image)
+        described = dict(original, confidence=dict(original["confidence"]))
+        changed = []
+        if text.strip():
+            modified = retriever.modify(original, text)
+            for key in ("articleType", "baseColour"):
+                if modified[key] and modified[key] != original.get(key):
+                    described[key] = modified[key]
+                    described["confidence"][key] = 1.0  # named by the user
+                    changed.append(key)
+            if modified["gender"]:
+                described["gender"] = modified["gender"]
+            described["caption"] = modified["caption"]
+        described.update(original=original, changed=changed)
+        # Generators trained with an image condition carry their own (frozen) reference encoder.
+        takes_images = getattr(self.generator, "takes_images", False)
+        image_embedding = self.generator.image_condition(image) if takes_images else None
+        embedding = self.encoder.encode([described["caption"]])[0]
+        pictures = self.generator.generate(embedding, list(seeds), image_embedding=image_embedding)
+        return Generated(described["caption"], list(seeds), pictures), described
+
+    @staticmethod
+    def _as_image(image):
+        from PIL import Image
+
+        from models.images import open_image
+
+        return image.convert("RGB") if isinstance(image, Image.Image) else open_image(image)
+
+    def _products(self, hits: list[tuple[int, float]]) -> list[dict]:
+        catalogue = self.retriever.catalogue
+        return [dict(catalogue.product(row, score), thumbnail=catalogue.thumbnail(row)) for row, score in hits]
 
 
 def pick_seeds(n: int, seed: int | None = None) -> list[int]:

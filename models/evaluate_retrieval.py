@@ -1,0 +1,285 @@
+"""Measure search quality on products the embedding never saw: `python -m models.evaluate_retrieval`.
+
+The catalogue is built from the validation split of the pack only (`models.data.is_validation`), and
+every query comes from it too:
+- text, titles: each held-out product's real title; precision@10 of its item type and of its colour,
+  and Recall@10 of the product itself;
+- text, prompts: "<colour> <item>" for every (type, colour) cell with at least 10 catalogue products;
+- composed: a held-out image + "in <another colour>" (a colour with at least 10 products of that type
+  in the catalogue, drawn at random); precision@10 of (same type AND the new colour), the reference
+  product itself excluded;
+- image only: each held-out image; precision@10 of type and colour, the product itself excluded.
+Text queries are measured with and without the synthetic expansion (generated images), and a sweep
+over the fusion weights is reported. Writes a JSON report (`--out`) and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.catalog import Catalogue
+from models.data import load_table
+from models.retrieval import (
+    ATTRIBUTE_WEIGHT,
+    COMPOSE_IMAGE_WEIGHT,
+    COMPOSE_OLD_WEIGHT,
+    EXPANSION_WEIGHT,
+    RAW_TEXT_WEIGHT,
+    Retriever,
+    SearchModel,
+)
+
+log = logging.getLogger(__name__)
+
+TARGETS = {"text_type_p10": 0.85, "text_colour_p10": 0.8, "composed_type_p10": 0.7, "composed_colour_p10": 0.7}
+MIN_CELL = 10  # prompts and new colours only where the catalogue holds at least this many matches
+
+
+def precision(catalogue_labels: np.ndarray, top: np.ndarray, wanted: np.ndarray) -> float:
+    """Mean over queries of the share of their top-k rows whose label equals the wanted one."""
+    if len(top) == 0:
+        return float("nan")
+    return float((catalogue_labels[top] == wanted[:, None]).mean())
+
+
+class Evaluation:
+    def __init__(self, args):
+        from models.text_encoder import TextEncoder
+
+        self.args = args
+        self.rng = random.Random(args.seed)
+        table = load_table(args.data, limit=args.limit or None)
+        self.val = table.split(validation=True)
+        self.model = SearchModel(args.weights)
+        start = time.perf_counter()
+        self.catalogue = Catalogue.build(self.val, self.model, source=f"{args.data} (validation split)")
+        self.build_s = time.perf_counter() - start
+        self.types = np.array(self.catalogue.article_types)
+        self.colours = np.array(self.catalogue.colours)
+        self.detect = _detector()
+        self.generator = _generator(args.generator)
+        self.retriever = Retriever(self.model, self.catalogue, TextEncoder(), self.detect, self.generator)
+        log.info("catalogue of %d validation products; generator: %s", len(self.catalogue),
+                 "yes" if self.generator else "none")
+
+    # ---- query sets -----------------------------------------------------------------------------
+    def title_queries(self):
+        rows = [i for i, t in enumerate(self.catalogue.titles) if t]
+        if self.args.max_queries and len(rows) > self.args.max_queries:
+            rows = sorted(self.rng.sample(rows, self.args.max_queries))
+        return [self.catalogue.titles[i] for i in rows], np.array(rows)
+
+    def prompt_queries(self):
+        cells = Counter(zip(self.types, self.colours))
+        cells = sorted(c for c, n in cells.items() if n >= MIN_CELL and c[0] and c[1])
+        return [f"{c} {t}".lower() for t, c in cells], np.array([t for t, _ in cells]), np.array([c for _, c in cells])
+
+    def composed_queries(self):
+        cells = Counter(zip(self.types, self.colours))
+        rows, new_colours = [], []
+        order = list(range(len(self.catalogue)))
+        self.rng.shuffle(order)
+        for i in order:
+            options = sorted(c for (t, c), n in cells.items()
+                             if t == self.types[i] and c and c != self.colours[i] and n >= MIN_CELL)
+            if options and self.colours[i]:
+                rows.append(i)
+                new_colours.append(self.rng.choice(options))
+            if self.args.max_queries and len(rows) >= self.args.max_queries:
+                break
+        return np.array(rows, dtype=int), new_colours
+
+    # ---- runs -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        k, sweep_on = self.args.k, self.args.sweep
+        report = {"catalogue": {"products": len(self.catalogue), "split": "validation", "data": self.args.data,
+                                "build_s": round(self.build_s, 2)},
+                  "weights": str(self.model.path), "generator": str(self.args.generator) if self.generator else None,
+                  "settings": {"expansion_weight": EXPANSION_WEIGHT, "raw_text_weight": RAW_TEXT_WEIGHT,
+                               "compose_image_weight": COMPOSE_IMAGE_WEIGHT, "compose_old_weight": COMPOSE_OLD_WEIGHT,
+                               "attribute_weight": ATTRIBUTE_WEIGHT, "k": k}}
+        titles, title_rows = self.title_queries()
+        title_caps, title_wanted = self.retriever.analyse(titles)
+        prompts, p_types, p_colours = self.prompt_queries()
+        prompt_caps, prompt_wanted = self.retriever.analyse(prompts)
+        report["detector_on_prompts"] = {
+            "type_found": round(float(np.mean([w["articleType"] == t for w, t in zip(prompt_wanted, p_types)])), 4),
+            "colour_found": round(float(np.mean([w["baseColour"] == c for w, c in zip(prompt_wanted, p_colours)])), 4)}
+        raws = sorted({RAW_TEXT_WEIGHT} | ({0.0, 0.5, 1.0} if sweep_on else set()))
+        expansions = sorted({0.0, EXPANSION_WEIGHT} | ({0.25, 0.5, 1.0} if sweep_on else set()))
+        expansions = [e for e in expansions if e == 0.0 or self.generator]
+        attrs = sorted({0.0, ATTRIBUTE_WEIGHT} | ({0.02, 0.05, 0.1, 0.2} if sweep_on else set()))
+        sweep = {}
+        for raw_w in raws:
+            for exp_w in expansions:
+                tv, _ = self.retriever.text_query_vectors(titles, title_caps, exp_w > 0, raw_w, exp_w)
+                pv, _ = self.retriever.text_query_vectors(prompts, prompt_caps, exp_w > 0, raw_w, exp_w)
+                for attr_w in attrs:
+                    t = self.metrics(tv, title_wanted, attr_w, title_rows, self.types[title_rows],
+                                     self.colours[title_rows], k)
+                    p = self.metrics(pv, prompt_wanted, attr_w, None, p_types, p_colours, k)
+                    sweep[_key(raw_w, exp_w, attr_w)] = {"titles": t, "prompts": p}
+        for name, part in (("text_titles", "titles"), ("text_prompts", "prompts")):
+            report[name] = {"no_expansion": sweep[_key(RAW_TEXT_WEIGHT, 0.0, ATTRIBUTE_WEIGHT)][part],
+                            "embedding_only": sweep[_key(RAW_TEXT_WEIGHT, 0.0, 0.0)][part]}
+            measured = EXPANSION_WEIGHT or 0.5  # with the expansion off by default, report it at 0.5
+            key = _key(RAW_TEXT_WEIGHT, measured, ATTRIBUTE_WEIGHT)
+            report[name]["expansion"] = sweep[key][part] if key in sweep else "not measured: no generator"
+        report["expansion_weight_measured"] = EXPANSION_WEIGHT or 0.5
+        report["composed"], report["composed_sweep"] = self.composed(k, attrs)
+        report["image"], report["image_sweep"] = self.image_only(k, attrs)
+        report["attributes"] = self.attribute_accuracy()
+        report["text_sweep"] = sweep
+        report["latency_ms"] = self.latency(k)
+        report["targets"] = self.check_targets(report)
+        return report
+
+    def metrics(self, vectors, wanted, attr_w, want_rows, want_types, want_colours, k):
+        bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+        top, _ = self.catalogue.search_many(vectors, k, bonus=bonus)
+        out = {"queries": len(vectors), "type_p10": precision(self.types, top, want_types),
+               "colour_p10": precision(self.colours, top, want_colours)}
+        if want_rows is not None:
+            out["product_r10"] = float((top == want_rows[:, None]).any(1).mean())
+        return {key: round(v, 4) if isinstance(v, float) else v for key, v in out.items()}
+
+    def composed(self, k, attrs):
+        rows, new_colours = self.composed_queries()
+        texts = [f"in {c.lower()}" for c in new_colours]
+        want_c = np.array(new_colours)
+        want_t = self.types[rows]
+        results = {}
+        chosen = (COMPOSE_IMAGE_WEIGHT, COMPOSE_OLD_WEIGHT)
+        grid = {(a, b) for a in (0.0, 0.25, 0.5, 1.0) for b in (0.0, 0.5, 1.0)} if self.args.sweep else set()
+        for w in sorted(grid | {chosen}):
+            vectors, predicted, modified = self.retriever.composed_query_vectors(self.val.images[rows], texts, w)
+            wanted = [{"articleType": m["articleType"], "baseColour": m["baseColour"]} for m in modified]
+            understood = float(np.mean([m["baseColour"] == c for m, c in zip(modified, new_colours)]))
+            for attr_w in attrs:
+                bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+                top, _ = self.catalogue.search_many(vectors, k, exclude=[[r] for r in rows], bonus=bonus)
+                both = (self.types[top] == want_t[:, None]) & (self.colours[top] == want_c[:, None])
+                results[f"image={w[0]},old={w[1]},attributes={attr_w}"] = {
+                    "queries": len(rows), "type_and_colour_p10": round(float(both.mean()), 4),
+                    "type_p10": round(precision(self.types, top, want_t), 4),
+                    "colour_p10": round(precision(self.colours, top, want_c), 4),
+                    "modification_understood": round(understood, 4)}
+        return results[f"image={chosen[0]},old={chosen[1]},attributes={ATTRIBUTE_WEIGHT}"], results
+
+    def image_only(self, k, attrs):
+        vectors = self.model.embed_images(self.val.images)
+        predicted = self.model.predict(self.val.images)
+        wanted = [{"articleType": p["articleType"], "baseColour": p["baseColour"]} for p in predicted]
+        results = {}
+        for attr_w in attrs:
+            bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+            top, _ = self.catalogue.search_many(vectors, k, exclude=[[i] for i in range(len(vectors))], bonus=bonus)
+            results[f"attributes={attr_w}"] = {"queries": len(vectors),
+                                               "type_p10": round(precision(self.types, top, self.types), 4),
+                                               "colour_p10": round(precision(self.colours, top, self.colours), 4)}
+        return results[f"attributes={ATTRIBUTE_WEIGHT}"], results
+
+    def attribute_accuracy(self):
+        pred = self.model.predict(self.val.images)
+        t = np.mean([p["articleType"] == r for p, r in zip(pred, self.types)])
+        c = np.mean([p["baseColour"] == r for p, r in zip(pred, self.colours) if r])
+        return {"type_accuracy": round(float(t), 4), "colour_accuracy": round(float(c), 4)}
+
+    def latency(self, k):
+        """Milliseconds per query on this catalogue: search alone, and a whole text query."""
+        q = self.retriever.text_vectors(["red dresses"])
+        n = 200
+        start = time.perf_counter()
+        for _ in range(n):
+            self.catalogue.search(q[0], k)
+        search_ms = (time.perf_counter() - start) / n * 1000
+        start = time.perf_counter()
+        for text in ["a navy blue shirt for office", "black running shoes", "red party dress"]:
+            self.retriever.search(self.retriever.text_query(text, expand=False), k)
+        text_ms = (time.perf_counter() - start) / 3 * 1000
+        return {"search": round(search_ms, 3), "text_query_no_expansion": round(text_ms, 1),
+                "catalogue_products": len(self.catalogue)}
+
+    @staticmethod
+    def check_targets(report):
+        out = {}
+        for name, kind in (("text_titles", "no_expansion"), ("text_prompts", "no_expansion"),
+                           ("text_titles", "expansion"), ("text_prompts", "expansion")):
+            m = report[name].get(kind)
+            if isinstance(m, dict):
+                out[f"{name}.{kind}"] = (m["type_p10"] >= TARGETS["text_type_p10"]
+                                         and m["colour_p10"] >= TARGETS["text_colour_p10"])
+        c = report["composed"]
+        out["composed"] = (c["type_p10"] >= TARGETS["composed_type_p10"]
+                           and c["colour_p10"] >= TARGETS["composed_colour_p10"])
+        return out
+
+
+def _key(raw_w, exp_w, attr_w) -> str:
+    return f"raw={raw_w},expansion={exp_w},attributes={attr_w}"
+
+
+def _detector():
+    try:
+        from app.detector import get_detector
+
+        return get_detector()
+    except Exception as exc:  # noqa: BLE001 - the evaluation still runs on lower-cased text
+        log.warning("keyword detector unavailable (%s): queries used as captions", exc)
+        return None
+
+
+def _generator(path):
+    from models.checkpoint import CheckpointError
+    from models.generate import TextToImage
+
+    if path is None or not Path(path).exists():
+        log.warning("no generator weights at %s: expansion not measured", path)
+        return None
+    try:
+        return TextToImage(path, device="cpu")
+    except CheckpointError as exc:
+        log.warning("generator unusable (%s): expansion not measured", exc)
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fashiongan-evaluate-retrieval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data/fpi64/dev.npz", help="pack .npz (its validation split is used)")
+    p.add_argument("--limit", type=int, default=0, help="read only the first N products of the pack")
+    p.add_argument("--weights", default=None, help="embedding checkpoint (default weights/embedding.pt)")
+    p.add_argument("--generator", default="weights/generator.pt", help="generator for the expansion")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--max-queries", type=int, default=0, help="at most N title / composed queries (0 = all)")
+    p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True, help="also sweep fusion weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="write the JSON report here too")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = Evaluation(args).run()
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

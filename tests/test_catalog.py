@@ -1,0 +1,192 @@
+"""The catalogue index (build, save/load round trip, damaged files, exact search) and safe image opening."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.catalog import CatalogError, Catalogue, encode_thumbnail, stratified_selection
+from models.images import open_image
+
+
+def _tiny(n=6, dim=4):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    thumbs = [encode_thumbnail(np.full((64, 64, 3), 40 * i, np.uint8)) for i in range(n)]
+    return Catalogue(emb, [str(100 + i) for i in range(n)], [f"Title {i}" for i in range(n)],
+                     ["Shirts"] * n, ["Red", "Blue"] * (n // 2), ["Men"] * n, thumbs, {"version": 1, "model": "abc"})
+
+
+class FakeEncoder:
+    """A fixed 'embedding': the image sampled on a 4x4 grid, so the expected ranking is known."""
+
+    dim = 48
+    fingerprint = "fake-encoder"
+
+    def embed_images(self, images):
+        v = np.asarray(images, np.float32)[:, 8::16, 8::16, :].reshape(len(images), -1) - 127.5
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_build_save_load_round_trip(tmp_path, pack_path):
+    from models.data import load_table
+
+    table = load_table(pack_path).subset(range(20))
+    cat = Catalogue.build(table, FakeEncoder(), source="mini")
+    assert len(cat) == 20 and cat.embeddings.dtype == np.float16
+    cat.save(tmp_path / "c.npz")
+    back = Catalogue.load(tmp_path / "c.npz")
+    assert back.ids == [r["id"] for r in table.rows]
+    assert back.titles == [r["productDisplayName"] for r in table.rows]
+    assert back.article_types == cat.article_types and back.colours == cat.colours and back.genders == cat.genders
+    assert np.array_equal(back.embeddings, cat.embeddings)
+    assert back.meta["model"] == "fake-encoder" and back.meta["products"] == 20
+    thumb = back.thumbnail(3)
+    assert thumb.size == (64, 64) and thumb.mode == "RGB"
+    # JPEG thumbnails are small and close to the original.
+    assert max(len(t) for t in back.thumbnails) < 4000
+    assert np.abs(np.asarray(thumb, np.float32) - table.images[3]).mean() < 12
+    assert back.product(0)["id"] == int(table.rows[0]["id"])
+
+
+def test_search_ranking_on_a_tiny_catalogue_is_exact():
+    cat = _tiny()
+    query = cat.embeddings[3].astype(np.float32)
+    hits = cat.search(query, k=3)
+    assert hits[0][0] == 3 and hits[0][1] == pytest.approx(1.0, abs=1e-3)
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    brute = np.argsort(-(cat.embeddings.astype(np.float32) @ query))[:3]
+    assert [i for i, _ in hits] == brute.tolist()
+    assert [i for i, _ in cat.search(query, k=3, exclude=[3])][0] != 3
+    assert len(cat.search(query, k=100)) == len(cat)  # k larger than the catalogue
+    top, _ = cat.search_many(np.stack([cat.embeddings[1], cat.embeddings[4]]), k=1)
+    assert top[:, 0].tolist() == [1, 4]
+    with pytest.raises(ValueError, match="query vectors"):
+        cat.search(np.ones(7), k=1)
+
+
+def test_search_finds_the_same_image_with_a_known_encoder(pack_path):
+    from models.data import load_table
+
+    table = load_table(pack_path).subset(range(30))
+    enc = FakeEncoder()
+    cat = Catalogue.build(table, enc)
+    for row in (0, 7, 21):
+        assert cat.search(enc.embed_images(table.images[row : row + 1])[0], k=1)[0][0] == row
+
+
+def test_missing_and_damaged_files_give_clear_errors(tmp_path):
+    with pytest.raises(CatalogError, match="not found"):
+        Catalogue.load(tmp_path / "nope.npz")
+    good = tmp_path / "good.npz"
+    _tiny().save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CatalogError, match="damaged"):
+        Catalogue.load(tmp_path / "truncated.npz")
+    (tmp_path / "noise.npz").write_bytes(b"\x00not a zip file at all" * 10)
+    with pytest.raises(CatalogError):
+        Catalogue.load(tmp_path / "noise.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(CatalogError, match="lacks"):
+        Catalogue.load(tmp_path / "other.npz")
+    # Pickled object arrays are never unpickled.
+    with zipfile.ZipFile(good) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    buf = io.BytesIO()
+    np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
+    members["titles.npy"] = buf.getvalue()
+    with zipfile.ZipFile(tmp_path / "pickled.npz", "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    with pytest.raises(CatalogError):
+        Catalogue.load(tmp_path / "pickled.npz")
+    # Inconsistent thumbnail offsets.
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["thumb_offsets"] = arrays["thumb_offsets"][:-1]
+    np.savez(tmp_path / "offsets.npz", **arrays)
+    with pytest.raises(CatalogError, match="offsets"):
+        Catalogue.load(tmp_path / "offsets.npz")
+    arrays = {k: v for k, v in np.load(good).items()}
+    arrays["meta"] = np.array('{"version": 99}')
+    np.savez(tmp_path / "future.npz", **arrays)
+    with pytest.raises(CatalogError, match="version 99"):
+        Catalogue.load(tmp_path / "future.npz")
+
+
+def test_stratified_selection_covers_every_cell():
+    rows = [{"id": str(i), "articleType": "Tshirts", "baseColour": "Black"} for i in range(100)]
+    rows += [{"id": str(100 + i), "articleType": "Dresses", "baseColour": c}
+             for i, c in enumerate(["Red"] * 5 + ["Blue"])]
+    picked = stratified_selection(rows, 20)
+    assert len(picked) == 20 and len(set(picked)) == 20
+    cells = [(rows[i]["articleType"], rows[i]["baseColour"]) for i in picked]
+    # Shares grow with the square root of the cell size: 100 -> 16, 5 -> 3, 1 -> 1.
+    assert cells.count(("Dresses", "Blue")) == 1 and 2 <= cells.count(("Dresses", "Red")) <= 5
+    assert cells.count(("Tshirts", "Black")) >= 12
+    assert stratified_selection(rows, 20) == picked  # deterministic
+    assert stratified_selection(rows, 1000) == list(range(len(rows)))
+    assert len(stratified_selection(rows, 2)) == 2  # fewer than the cells: one from each of the largest
+
+
+# ---- open_image ----------------------------------------------------------------------------------
+
+def _save(img, fmt, **kw):
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_open_image_converts_modes_to_rgb_on_white():
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 255, 255))
+    out = open_image(_save(rgba, "PNG"))
+    assert out.mode == "RGB" and out.getpixel((5, 5)) == (255, 255, 255) and out.getpixel((0, 0)) == (0, 0, 255)
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # red in CMYK
+    r, g, b = open_image(_save(cmyk, "JPEG")).getpixel((4, 4))
+    assert r > 200 and g < 60 and b < 60
+    grey16 = Image.fromarray(np.full((8, 8), 65535, np.uint16))
+    assert open_image(_save(grey16, "PNG")).getpixel((1, 1)) == (255, 255, 255)
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 128, 0] + [0] * 765)
+    pal.info["transparency"] = 0
+    assert open_image(_save(pal, "PNG", transparency=0)).getpixel((1, 1)) == (255, 255, 255)
+    assert open_image(_save(Image.new("L", (4, 4), 80), "PNG")).getpixel((0, 0)) == (80, 80, 80)
+
+
+def test_open_image_applies_exif_rotation(tmp_path):
+    img = Image.new("RGB", (20, 10), "white")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif.tobytes())
+    assert open_image(path).size == (10, 20)
+
+
+def test_open_image_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        open_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello, not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        open_image(tmp_path / "text.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        open_image(tmp_path / "empty.jpg")
+    jpeg = _save(Image.new("RGB", (64, 64), "red"), "JPEG")
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        open_image(jpeg[: len(jpeg) // 2])
+    big = _save(Image.new("1", (12000, 12000)), "PNG")  # 144 M pixels in a few KB: a decompression bomb
+    with pytest.raises(ValueError, match="too large"):
+        open_image(big)
+    with pytest.raises(ValueError, match="too large"):
+        open_image(_save(Image.new("RGB", (100, 100)), "PNG"), max_pixels=5000)
+    with pytest.raises(ValueError, match="too large"):
+        open_image(jpeg, max_bytes=100)
+    with pytest.raises(ValueError, match="not a file"):
+        open_image(tmp_path)
