@@ -718,7 +718,9 @@ class KeywordDetector:
 def _clip(text: str) -> str:
     if not isinstance(text, str):
         raise TypeError(f"expected text, got {type(text).__name__}")
-    return text[:MAX_CHARS]
+    # Lone UTF-16 surrogates (e.g. from a broken paste) crash spaCy; each becomes "?", one character
+    # for one, so keyword offsets still point into the original text.
+    return text[:MAX_CHARS].encode("utf-8", "replace").decode("utf-8")
 
 
 _DETECTOR: KeywordDetector | None = None

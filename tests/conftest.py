@@ -28,7 +28,6 @@ def text_encoder():
 # Robustness tests that found real, still-open bugs (see the closing note of the session that added
 # them). They run and report as xfail; a fix makes them XPASS, and then they leave this list.
 KNOWN_BUGS = {
-    "tests/test_robustness_text.py::test_detector_takes_lone_surrogates": "lone UTF-16 surrogates crash spaCy",
     "tests/test_robustness_text.py::test_bot_answers_lone_surrogates": "lone UTF-16 surrogates crash spaCy",
     "tests/test_robustness_text.py::test_long_input_is_bounded": "100k-character inputs exceed the time bound",
     "tests/test_robustness_uploads.py::test_bad_file_is_refused_with_a_clear_message[text-bomb.png]":
