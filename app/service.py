@@ -129,12 +129,9 @@ class ModelService:
 
     def _load_catalog_if_possible(self, progress: Progress) -> None:
         """Inside load(): the app still generates when the catalogue is missing or damaged."""
-        from models.catalog import CatalogError
-        from models.checkpoint import CheckpointError
-
         try:
             self.load_catalog(progress)
-        except (CatalogError, CheckpointError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever breaks search must not stop generation
             self.catalog_error = str(exc)
             log.warning("similar products unavailable: %s", exc)
             progress(f"similar products unavailable: {exc}")

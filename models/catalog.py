@@ -12,6 +12,7 @@ or HNSW) would replace `search`; the file format stays the same.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -65,6 +66,7 @@ class Catalogue:
                 raise CatalogError(f"attribute log-probabilities {key} have shape {logp.shape}, expected "
                                    f"({n}, {len(labels.get(key, []))})")
         self._matrix = self.embeddings.astype(np.float32)  # searched in fp32: fp16 matmul is slow on CPUs
+        self.path: Path | None = None  # the file it was loaded from, for messages
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -180,6 +182,8 @@ class Catalogue:
             arrays.update({f"attr_{key}": logp.astype(np.float16) for key, logp in self.attributes.items()})
             np.savez_compressed(tmp, embeddings=self.embeddings, thumbs=thumbs, thumb_offsets=offsets,
                                 meta=np.array(json.dumps(self.meta)), **arrays)
+            _seal(Path(tmp))
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; catalogues are shipped and shared
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -187,11 +191,17 @@ class Catalogue:
 
     @classmethod
     def load(cls, path: str | Path) -> Catalogue:
+        """Read and check a catalogue file; anything wrong with it is a CatalogError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise CatalogError(f"catalogue not found: {path} (build one with `python main.py index ... --out {path}`)")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CatalogError(f"cannot read catalogue {path}: {exc.strerror or exc}") from exc
+        _check_seal(raw, path)
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
                 missing = [key for key in REQUIRED if key not in z.files]
                 if missing:
                     raise CatalogError(f"{path} is not a catalogue: it lacks {', '.join(missing)}")
@@ -199,28 +209,67 @@ class Catalogue:
                 attributes = {key: z[f"attr_{key}"] for key in ATTRIBUTES if f"attr_{key}" in z.files}
         except CatalogError:
             raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            raise CatalogError(f"catalogue {path} is damaged or not a catalogue ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - bad zip, CRC or deflate errors, pickles refused, ...
+            raise CatalogError(f"catalogue {path} is damaged or not a catalogue ({type(exc).__name__}: {exc})") from exc
         try:
             meta = json.loads(str(data["meta"]))
+            if not isinstance(meta, dict):
+                raise ValueError(f"its metadata is a {type(meta).__name__}, not an object")
             offsets = data["thumb_offsets"].astype(np.int64)
             thumbs = data["thumbs"].tobytes()
-            if len(offsets) != len(data["ids"]) + 1 or offsets[-1] != len(thumbs) or np.any(np.diff(offsets) < 0):
+            if (offsets.ndim != 1 or len(offsets) != len(data["ids"]) + 1 or offsets[0] != 0
+                    or offsets[-1] != len(thumbs) or np.any(np.diff(offsets) < 0)):
                 raise ValueError("thumbnail offsets do not match the thumbnail data")
             for name, arr in [("embeddings", data["embeddings"]), *attributes.items()]:
-                if not np.issubdtype(arr.dtype, np.floating):
-                    raise ValueError(f"{name} have dtype {arr.dtype}")
-        except (ValueError, TypeError, IndexError) as exc:
-            raise CatalogError(f"catalogue {path} is damaged ({exc})") from exc
-        if meta.get("version") != CATALOG_VERSION:
-            raise CatalogError(f"catalogue {path} has version {meta.get('version')}, this program reads "
-                               f"version {CATALOG_VERSION}: rebuild it with `python main.py index`")
-        fields = {name: [str(v) for v in data[name].tolist()] for name in TEXT_FIELDS}
-        thumbnails = [thumbs[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-        try:
-            return cls(data["embeddings"], thumbnails=thumbnails, meta=meta, attributes=attributes, **fields)
+                if not np.issubdtype(arr.dtype, np.floating) or arr.ndim != 2 or not np.isfinite(arr).all():
+                    raise ValueError(f"{name} are not a finite float matrix ({arr.dtype}, {arr.ndim}-d)")
+            if meta.get("version") != CATALOG_VERSION:
+                raise CatalogError(f"catalogue {path} has version {meta.get('version')}, this program reads "
+                                   f"version {CATALOG_VERSION}: rebuild it with `python main.py index`")
+            fields = {name: [str(v) for v in data[name].tolist()] for name in TEXT_FIELDS}
+            thumbnails = [thumbs[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            catalogue = cls(data["embeddings"], thumbnails=thumbnails, meta=meta, attributes=attributes, **fields)
         except CatalogError as exc:
+            if str(path) in str(exc):
+                raise
             raise CatalogError(f"catalogue {path} is damaged ({exc})") from exc
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise CatalogError(f"catalogue {path} is damaged ({exc})") from exc
+        catalogue.path = path
+        return catalogue
+
+
+# The zip's archive comment holds a SHA-256 of every byte before it: the members' CRC-32s miss damage
+# to the zip's own directory, so a bit flip anywhere in the file is caught this way.
+SEAL_PREFIX = b"fashiongan-catalog sha256:"
+SEAL_LENGTH = len(SEAL_PREFIX) + 64
+_END_OF_DIRECTORY = b"PK\x05\x06"
+
+
+def _seal(path: Path) -> None:
+    with zipfile.ZipFile(path, "a") as z:
+        z.comment = SEAL_PREFIX + b"0" * 64  # placeholder of the final length
+    data = path.read_bytes()
+    digest = hashlib.sha256(data[:-SEAL_LENGTH]).hexdigest().encode()
+    with open(path, "r+b") as f:
+        f.seek(len(data) - 64)
+        f.write(digest)
+
+
+def _check_seal(data: bytes, path: Path) -> None:
+    """Verify the seal; catalogues written without one (no archive comment) are read unchecked."""
+    end = data.rfind(_END_OF_DIRECTORY)
+    if end < 0 or end + 22 > len(data):
+        raise CatalogError(f"catalogue {path} is damaged or not a catalogue (no zip directory)")
+    comment_length = int.from_bytes(data[end + 20 : end + 22], "little")
+    if end + 22 + comment_length != len(data):
+        raise CatalogError(f"catalogue {path} is damaged (its zip directory does not end the file)")
+    if comment_length == 0:
+        return
+    comment = data[end + 22 :]
+    expected = SEAL_PREFIX + hashlib.sha256(data[:-SEAL_LENGTH]).hexdigest().encode()
+    if comment_length != SEAL_LENGTH or comment != expected:
+        raise CatalogError(f"catalogue {path} is damaged: its checksum does not match its contents")
 
 
 def encode_thumbnail(image, quality: int = THUMB_QUALITY) -> bytes:

@@ -35,17 +35,25 @@ def open_image(source, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_B
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width < 1 or height < 1:
-                raise ValueError(f"{name} has no pixels ({width}x{height})")
+                raise _Refused(f"{name} has no pixels ({width}x{height})")
             if width * height > max_pixels:
-                raise ValueError(f"{name} is too large: {width}x{height} pixels (at most {max_pixels:,})")
+                raise _Refused(f"{name} is too large: {width}x{height} pixels (at most {max_pixels:,})")
             image.load()
             return to_rgb(_upright(image))
+        except _Refused:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"{name} is too large to decode safely (decompression bomb): {exc}") from exc
         except UnidentifiedImageError as exc:
             raise ValueError(f"{name} is not an image in a supported format ({', '.join(FORMATS)})") from exc
+        except ValueError as exc:  # Pillow's own limits, e.g. a PNG text chunk that inflates past 1 MB
+            raise ValueError(f"{name} is too large to decode safely or damaged ({exc})") from exc
         except (OSError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
             raise ValueError(f"{name} is damaged or truncated and cannot be decoded ({exc})") from exc
+
+
+class _Refused(ValueError):
+    """Our own refusals inside open_image, passed through unchanged."""
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -185,11 +185,12 @@ class Retriever:
                  raw_text_weight: float = RAW_TEXT_WEIGHT, compose: tuple[float, float] = (
                      COMPOSE_IMAGE_WEIGHT, COMPOSE_OLD_WEIGHT),
                  attribute_weight: float = ATTRIBUTE_WEIGHT, check_model: bool = True):
+        name = f"catalogue {catalogue.path}" if catalogue.path else "the catalogue"
         if check_model and catalogue.model and catalogue.model != model.fingerprint:
-            raise CatalogError(f"the catalogue was built with another embedding model ({catalogue.model}, "
-                               f"loaded {model.fingerprint}): rebuild it with `python main.py index`")
+            raise CatalogError(f"{name} was built with another embedding model ({catalogue.model}, loaded "
+                               f"{model.fingerprint} from {model.path}): rebuild it with `python main.py index`")
         if catalogue.dim != model.dim:
-            raise CatalogError(f"catalogue embeddings are {catalogue.dim}-d, the model's are {model.dim}-d")
+            raise CatalogError(f"{name} holds {catalogue.dim}-d embeddings, the model makes {model.dim}-d ones")
         self.model, self.catalogue, self.text_encoder = model, catalogue, text_encoder
         self.detect, self.generator = detect, generator
         self.expansion_weight, self.raw_text_weight = expansion_weight, raw_text_weight

@@ -89,6 +89,12 @@ def test_missing_and_damaged_files_give_clear_errors(tmp_path):
     (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(CatalogError, match="damaged"):
         Catalogue.load(tmp_path / "truncated.npz")
+    # A bit flip in the zip's own directory (no member CRC covers it) breaks the file's seal.
+    flipped = bytearray(data)
+    flipped[-200] ^= 0x04
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    with pytest.raises(CatalogError, match="flipped.npz"):
+        Catalogue.load(tmp_path / "flipped.npz")
     (tmp_path / "noise.npz").write_bytes(b"\x00not a zip file at all" * 10)
     with pytest.raises(CatalogError):
         Catalogue.load(tmp_path / "noise.npz")
