@@ -719,9 +719,14 @@ def measure_training(report: Report, device: str, steps: int) -> None:
     gan, train = bundled["config"]["gan"], dict(bundled.get("train") or {})
     known = {f.name for f in fields(TrainConfig)}
     base = {k: v for k, v in train.items() if k in known}
-    if base.get("image_encoder") and not Path(base["image_encoder"]).exists():
-        report.notes.append(f"training measured without the image condition ({base['image_encoder']} not found)")
-        base["image_encoder"] = ""
+    if base.get("image_encoder"):  # the bundled run's paths are relative to the repository
+        encoder = Path(base["image_encoder"])
+        encoder = encoder if encoder.is_absolute() else ROOT / encoder
+        if encoder.exists():
+            base["image_encoder"] = str(encoder)
+        else:
+            report.notes.append(f"training measured without the image condition ({encoder} not found)")
+            base["image_encoder"] = ""
     with tempfile.TemporaryDirectory(prefix="fashiongan-bench-train-") as tmp:
         cfg = TrainConfig(**{**base, "data": str(pack), "data_format": "auto", "limit": 0, "holdout": False,
                              "g_width": gan["g_width"], "d_width": gan["d_width"], "steps": steps + 1,
@@ -746,7 +751,9 @@ def measure_training(report: Report, device: str, steps: int) -> None:
     report.add(Stage("train_img_per_s", "Training throughput (bundled configuration)",
                      round(images * len(seconds) / sum(seconds), 1), "img/s",
                      note=f"{len(seconds)} steps of batch {cfg.batch} (G and {cfg.n_critic} D pass), "
-                          f"widths {cfg.g_width}/{cfg.d_width}, {len(trainer.images)} products"))
+                          f"widths {cfg.g_width}/{cfg.d_width}, "
+                          f"{'with' if cfg.image_encoder else 'without'} the image condition, "
+                          f"{len(trainer.images)} products"))
 
 
 # ------------------------------------------------------------------------------------------- output
