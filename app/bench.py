@@ -147,6 +147,21 @@ def _samples(report: Report, key: str, seconds: list[float]) -> None:
     report.details.setdefault("samples_ms", {})[key] = [round(x * 1000, 2) for x in seconds]
 
 
+def paired(measured: Callable[[], object], floor: Callable[[], object], reps: int,
+           warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Both callables timed `reps` times, alternating, so that both see the same machine load."""
+    for _ in range(warmup):
+        measured()
+        floor()
+    a, b = [], []
+    for _ in range(reps):
+        for fn, out in ((measured, a), (floor, b)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return a, b
+
+
 def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
@@ -478,34 +493,32 @@ def measure_encoder(report: Report, service, reps: int) -> None:
     import torch
 
     encoder = service.encoder
-    texts = chat_prompts(reps + 1)
-    it = iter(texts)
+    texts = iter(chat_prompts(reps + 1))
+    tokens = encoder.tokenize(["navy blue shirts, men"])
 
     def encode():
         _clear_caption_cache(encoder)
-        encoder.encode([next(it)])
+        encoder.encode([next(texts)])
 
-    latencies = timed(encode, len(texts) - 1)
+    def bare():
+        with torch.inference_mode():
+            encoder.model(**{k: v.to(encoder.device) for k, v in tokens.items()})
+
+    latencies, floors = paired(encode, bare, reps)
     _samples(report, "encoder_ms", latencies)
-    tokens = encoder.tokenize([texts[0]])
-    with torch.inference_mode():
-        bare = timed(lambda: encoder.model(**{k: v.to(encoder.device) for k, v in tokens.items()}), reps)
     report.add(Stage("encoder_ms", "Text encoder, one new caption (p50)", round(percentile(latencies, 50) * 1000, 2),
-                     "ms", round(percentile(bare, 50) * 1000, 2), "MiniLM forward, tokens ready"))
+                     "ms", round(percentile(floors, 50) * 1000, 2), "MiniLM forward, tokens ready"))
 
 
-def measure_generator(report: Report, service, reps: int) -> dict:
+def measure_generator(report: Report, service, reps: int) -> None:
     import torch
 
     from models.sampling import seed_noise
 
     gen = service.generator
     embedding = service.encoder.encode(["red dresses, party"])[0]
-    out = {}
     for batch in GEN_BATCHES:
-        n = max(3, reps if batch < 16 else reps // 2)
         seeds = list(range(batch))
-        latencies = timed(lambda s=seeds: gen.generate(embedding, s), n)
         z = seed_noise(seeds, gen.config.z_dim).to(gen.device)
         text = embedding.reshape(1, -1).to(gen.device).expand(batch, -1)
 
@@ -515,15 +528,13 @@ def measure_generator(report: Report, service, reps: int) -> dict:
             if gen.device.type == "cuda":
                 torch.cuda.synchronize()
 
-        bare = timed(forward, n)
+        latencies, floors = paired(lambda s=seeds: gen.generate(embedding, s), forward, reps)
         _samples(report, f"generator_b{batch}_ms", latencies)
-        p50, floor = percentile(latencies, 50), percentile(bare, 50)
+        p50, floor = percentile(latencies, 50), percentile(floors, 50)
         report.add(Stage(f"generator_b{batch}_ms", f"Generator, batch {batch} (p50)", round(p50 * 1000, 2), "ms",
                          round(floor * 1000, 2), "forward pass only"))
         report.add(Stage(f"generator_b{batch}_img_per_s", f"Generator images/s, batch {batch}",
                          round(batch / p50, 1), "img/s", round(batch / floor, 1), "forward pass only"))
-        out[batch] = floor
-    return out
 
 
 def measure_retrieval(report: Report, service, reps: int) -> None:
@@ -532,22 +543,23 @@ def measure_retrieval(report: Report, service, reps: int) -> None:
                          note=f"not measured: {getattr(service, 'catalog_error', None) or 'no catalogue'}"))
         return
     retriever = service.retriever
-    captions = list(dict.fromkeys(service.detect(p).caption for p in chat_prompts(3 * reps + 3)))[: reps + 1]
+    captions = iter(list(dict.fromkeys(service.detect(p).caption for p in chat_prompts(3 * reps + 3))) * 2)
     images = service.generator.generate(service.encoder.encode(["blue jeans"])[0], list(range(TURN_IMAGES)))
-    it = iter(captions)
+    vector = retriever.text_vectors(["blue jeans"])[0]
 
     def similar():
         _clear_caption_cache(service.encoder)
-        service.similar_products(caption=next(it), images=images, k=SIMILAR_K)
+        service.similar_products(caption=next(captions), images=images, k=SIMILAR_K)
 
-    latencies = timed(similar, len(captions) - 1)
-    _samples(report, "retrieval_ms", latencies)
-    vector = retriever.text_vectors(["blue jeans"])[0]
+    def bare():
+        retriever.model.embed_images(images)
+        retriever.catalogue.search(vector, SIMILAR_K)
+
+    latencies, floors = paired(similar, bare, reps)
     search = timed(lambda: retriever.catalogue.search(vector, SIMILAR_K), reps)
-    embed = timed(lambda: retriever.model.embed_images(images), reps)
-    floor = percentile(search, 50) + percentile(embed, 50)
+    _samples(report, "retrieval_ms", latencies)
     report.add(Stage("retrieval_ms", f"Retrieval: similar products for caption + {TURN_IMAGES} images (p50)",
-                     round(percentile(latencies, 50) * 1000, 2), "ms", round(floor * 1000, 2),
+                     round(percentile(latencies, 50) * 1000, 2), "ms", round(percentile(floors, 50) * 1000, 2),
                      "image embedding + catalogue search",
                      note=f"{len(retriever.catalogue)} products, k={SIMILAR_K}, includes the caption's encoding"))
     report.add(Stage("catalogue_search_ms", "Catalogue search alone (p50)", round(percentile(search, 50) * 1000, 3),
@@ -585,9 +597,11 @@ class BenchSettings:
     fixed_seed = 0
 
 
-def run_turns(service, prompts: list[str], clear_cache: bool = True) -> tuple[list[float], list[str], list]:
+def run_turns(service, prompts: list[str], clear_cache: bool = True,
+              after: Callable[[str, object], None] | None = None) -> tuple[list[float], list[str], list]:
     """Each prompt as the window sends it: a Worker job calling Bot.respond (every prompt names a new item,
-    so each is a new request). Returns seconds from submit to the result event, captions and replies."""
+    so each is a new request). Returns seconds from submit to the result event, captions and replies.
+    `after(prompt, reply)` runs after each turn, untimed (the floor is measured there, next to its turn)."""
     from app.bot import Bot
     from app.worker import CANCELLED, ERROR, RESULT, Worker
 
@@ -611,6 +625,8 @@ def run_turns(service, prompts: list[str], clear_cache: bool = True) -> tuple[li
                 raise RuntimeError(f"chat turn {prompt!r} failed: {getattr(event.data, 'message', event.kind)}")
             captions.append(event.data.caption)
             replies.append(event.data)
+            if after is not None:
+                after(prompt, event.data)
     finally:
         worker.stop()
     return latencies, captions, replies
@@ -658,12 +674,15 @@ def measure_chat(report: Report, service, turns: int, one_thread_turns: int) -> 
     say(f"chat: {turns} turns through Worker + Bot + ModelService ...")
     run_turns(service, prompts[:1])  # warm-up (first-call allocations), not counted
     counter = CacheCounter(service.encoder)
+    floors: list[float] = []
+
+    def floor_after(prompt: str, reply) -> None:  # right after its turn: the same machine load
+        floors.append(turn_floor(service, prompt, reply.caption or "", [im.image for im in reply.images]))
+
     try:
-        latencies, captions, replies = run_turns(service, prompts[1:])
+        latencies, captions, replies = run_turns(service, prompts[1:], after=floor_after)
     finally:
         counter.restore()
-    floors = [turn_floor(service, p, c or "", [im.image for im in r.images])
-              for p, c, r in zip(prompts[1:], captions, replies)]
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     floor50 = percentile(floors, 50)
     ratio = p50 / floor50 if floor50 else None
