@@ -66,3 +66,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def add_dataclass_options(parser, config_cls, choices: dict | None = None) -> None:
+    """One `--option` per field of a config dataclass, with its default; booleans get --no-x too."""
+    import argparse
+
+    choices = {"device": ("auto", "cpu", "cuda"), **(choices or {})}
+    defaults = config_cls()
+    for f in fields(config_cls):
+        default = getattr(defaults, f.name)
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            extra = {"choices": choices[f.name]} if f.name in choices else {}
+            parser.add_argument(flag, type=type(default), default=default, **extra)
+
+
+def config_from_args(config_cls, args):
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})

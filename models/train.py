@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.augment import diff_augment
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import GANConfig, TrainConfig
+from models.config import GANConfig, TrainConfig, add_dataclass_options, config_from_args
 from models.data import CaptionBank, LabelVocab, images_to_tensor, load_table, tensor_to_images
 from models.generate import embed_reference, reference_encoder
 from models.losses import (
@@ -330,17 +329,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, half: bool = True)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashiongan-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                default=default)
-            continue
-        kwargs = {"choices": LOSSES} if f.name == "loss" else {}
-        if f.name == "device":
-            kwargs = {"choices": ("auto", "cpu", "cuda")}
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default, **kwargs)
+    add_dataclass_options(parser, TrainConfig, {"loss": LOSSES})
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's EMA generator to PATH")
     return parser
@@ -349,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    cfg = config_from_args(TrainConfig, args)
     if args.export:
         export_generator(Path(cfg.out) / "checkpoint.pt", args.export)
         return 0

@@ -18,13 +18,14 @@ import logging
 import math
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from models.augment import translation
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import add_dataclass_options, config_from_args
 from models.data import CaptionBank, LabelVocab, load_table
 from models.embedding import (
     MINING,
@@ -305,18 +306,7 @@ def export_embedding(checkpoint: str | Path, out: str | Path, half: bool = True)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashiongan-train-embedding", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = EmbedTrainConfig()
-    for f in fields(EmbedTrainConfig):
-        default = getattr(defaults, f.name)
-        kwargs = {}
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
-            continue
-        if f.name == "device":
-            kwargs = {"choices": ("auto", "cpu", "cuda")}
-        if f.name == "mining":
-            kwargs = {"choices": MINING}
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default, **kwargs)
+    add_dataclass_options(parser, EmbedTrainConfig, {"mining": MINING})
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's model to PATH")
     return parser
@@ -325,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    cfg = EmbedTrainConfig(**{f.name: getattr(args, f.name) for f in fields(EmbedTrainConfig)})
+    cfg = config_from_args(EmbedTrainConfig, args)
     if args.export:
         export_embedding(Path(cfg.out) / "checkpoint.pt", args.export)
         return 0
