@@ -51,6 +51,7 @@ TITLE_MODEL_PATH = ASSETS / "title_nb.json"
 
 INTENTS = ("shop", "refine", "greeting", "help", "other")
 MAX_CHARS = 100_000          # longer texts are analysed on their first MAX_CHARS characters
+MAX_RUN = 64                 # longest run of non-space characters given to spaCy (its tokenizer is quadratic in it)
 TYPO_MIN_TOKEN = 4           # shortest word that may be a typo ("blak")
 TYPO_MIN_TARGET = 5          # shortest vocabulary word a typo may stand for ("black")
 NEGATION_MAX_SKIPS = 4       # filler words allowed between a negation cue and the colour it governs
@@ -63,6 +64,7 @@ TITLE_CASE_SHARE = 0.7       # text is title-like when this share of its words a
 QUESTION_WORDS = {"who", "what", "when", "where", "why", "which", "whose", "how"}
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"})
 _NB_TOKEN = re.compile(r"[a-z0-9]+")
+_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_RUN + 1))
 
 
 @dataclass
@@ -479,6 +481,7 @@ class FashionResolver:
 
     def __call__(self, doc: Doc) -> Doc:
         ents = self._widen_colours(doc)
+        posterior = _DocPosterior(self.title_model, doc.text)
         cues = _cue_table(doc.spans["cues"])
         negated = self._negated(doc, ents, cues.get("NEGATION", []))
         usages = list(doc.spans["usages"])
@@ -493,7 +496,7 @@ class FashionResolver:
                 if kind == "AMBIGUOUS_ITEM":
                     if evidence_words is None:
                         evidence_words = self._evidence(doc, ents, usages)
-                    value = self._resolve_generic(value, usage, doc, evidence_words)
+                    value = self._resolve_generic(value, usage, doc, evidence_words, posterior)
                 if ent.start in negated:  # "a shirt, not a t-shirt"
                     kind = "NOT_ARTICLE_TYPE"
                 else:
@@ -525,7 +528,7 @@ class FashionResolver:
                 evidence_words = self._evidence(doc, ents, usages)
             title_like = doc._.title_like
             if len(evidence_words) >= (1 if title_like else FALLBACK_MIN_EVIDENCE):
-                post = self.title_model.posterior(_NB_TOKEN.findall(doc.text.lower()))
+                post = posterior()
                 best = max(post, key=post.get)
                 if post[best] >= (FALLBACK_MIN_POSTERIOR_TITLE if title_like else FALLBACK_MIN_POSTERIOR):
                     articles.append(best)
@@ -609,18 +612,38 @@ class FashionResolver:
                     words.append(word)
         return words
 
-    def _resolve_generic(self, key: str, usage: str | None, doc: Doc, evidence: list[str]) -> str:
+    def _resolve_generic(self, key: str, usage: str | None, doc: Doc, evidence: list[str],
+                         posterior: _DocPosterior) -> str:
         entry = self.lexicon.ambiguous[key]
         if usage and usage in entry.get("by_usage", {}):
             return entry["by_usage"][usage]
         title_like = doc._.title_like
         if self.title_model is not None and len(evidence) >= (1 if title_like else FALLBACK_MIN_EVIDENCE):
-            post = self.title_model.posterior(_NB_TOKEN.findall(doc.text.lower()), entry["candidates"])
+            post = posterior(entry["candidates"])
             if post:
                 best = max(post, key=post.get)
                 if title_like or post[best] >= FALLBACK_MIN_POSTERIOR:
                     return best
         return entry["default"]
+
+
+class _DocPosterior:
+    """The title model's posterior over one doc's words, computed once per candidate set: a long message names
+    many generic items, and recomputing it for each made the resolver quadratic in the message's length."""
+
+    def __init__(self, model: TitleModel | None, text: str):
+        self.model = model
+        self.text = text
+        self._words: list[str] | None = None
+        self._by_candidates: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def __call__(self, candidates: Iterable[str] | None = None) -> dict[str, float]:
+        key = tuple(candidates or ())  # () = every class, as TitleModel.posterior reads a falsy candidates
+        if key not in self._by_candidates:
+            if self._words is None:
+                self._words = _NB_TOKEN.findall(self.text.lower())
+            self._by_candidates[key] = self.model.posterior(self._words, key or None)
+        return self._by_candidates[key]
 
 
 def _cue_table(spans) -> dict[str, list]:
@@ -707,20 +730,37 @@ class KeywordDetector:
             found["colours"], found["gender"], found["usage"],
             [value for values in attributes.values() for value in values],
         )
+        # Keyword text from the caller's text: where _clip broke a long run, the doc has a space instead.
         return Detection(
             text=text, intent=found["intent"], article_types=found["article_types"], colours=found["colours"],
             exclude_colours=found["exclude_colours"], gender=found["gender"], usage=found["usage"],
-            attributes=attributes, keywords=[Keyword(t, label, s, e) for s, e, t, label in found["keywords"]],
+            attributes=attributes, keywords=[Keyword(text[s:e], label, s, e) for s, e, _, label in found["keywords"]],
             caption=caption,
         )
 
 
 def _clip(text: str) -> str:
+    """The text spaCy sees: as long as the original up to MAX_CHARS, character for character, so keyword
+    offsets point into the original text."""
     if not isinstance(text, str):
         raise TypeError(f"expected text, got {type(text).__name__}")
-    # Lone UTF-16 surrogates (e.g. from a broken paste) crash spaCy; each becomes "?", one character
-    # for one, so keyword offsets still point into the original text.
-    return text[:MAX_CHARS].encode("utf-8", "replace").decode("utf-8")
+    # Lone UTF-16 surrogates (e.g. from a broken paste) crash spaCy; each becomes "?".
+    clipped = text[:MAX_CHARS].encode("utf-8", "replace").decode("utf-8")
+    return _LONG_RUN.sub(lambda match: _break_run(match.group()), clipped)
+
+
+def _break_run(run: str) -> str:
+    """A space in place of one character every MAX_RUN or fewer, so spaCy never sees a longer run of non-space
+    characters (100,000 emoji took it minutes). The space replaces a non-word character where the run has one
+    near the limit ("red,dress,...": a comma), so words stay whole; otherwise the run is no word anyway."""
+    chars = list(run)
+    start = 0  # first character of the piece not yet broken off
+    while len(chars) - start > MAX_RUN:
+        limit = start + MAX_RUN  # a break here leaves a piece of exactly MAX_RUN characters
+        at = next((i for i in range(limit, limit - MAX_RUN // 2, -1) if not chars[i].isalnum()), limit)
+        chars[at] = " "
+        start = at + 1
+    return "".join(chars)
 
 
 _DETECTOR: KeywordDetector | None = None

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import detector_eval
-from app.detector import INTENTS, Detection, KeywordDetector, get_detector
+from app.detector import INTENTS, MAX_RUN, Detection, KeywordDetector, _clip, get_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = ROOT / "tests" / "data" / "chat_messages.jsonl"
@@ -134,6 +134,34 @@ def test_offsets_point_at_the_keyword(detect, text):
     for kw in detect(text).keywords:
         assert text[kw.start:kw.end] == kw.text
         assert ":" in kw.label
+
+
+def test_long_runs_reach_spacy_broken_with_offsets_kept(detect):
+    """spaCy's tokenizer is quadratic in a run of non-space characters, so a run longer than MAX_RUN reaches it
+    broken by spaces put in place of characters (commas here): the length, and every offset, stay."""
+    text = ",".join(["red", "t-shirt", "for", "women"] * 10)
+    clipped = _clip(text)
+    assert len(clipped) == len(text) and max(len(run) for run in clipped.split()) <= MAX_RUN
+    found = detect(text)
+    assert found.article_types == ["Tshirts"] and found.colours == ["Red"] and found.gender == "Women"
+    assert all(text[kw.start:kw.end] == kw.text for kw in found.keywords)
+
+
+@pytest.mark.parametrize("text", ["a navy-blue t-shirt for men, not black!", "https://example.com/shop?item=42",
+                                  "x" * MAX_RUN])
+def test_text_without_long_runs_reaches_spacy_unchanged(text):
+    assert _clip(text) == text
+
+
+def test_title_model_runs_once_per_message_and_candidate_set(detect, monkeypatch):
+    """Many generic items in one message share one posterior per candidate set (was one per item: quadratic)."""
+    model = detect.nlp.get_pipe("fashion_resolver").title_model
+    posterior, calls = model.posterior, []
+    monkeypatch.setattr(model, "posterior", lambda words, candidates=None: calls.append(candidates)
+                        or posterior(words, candidates))
+    found = detect("Roadster shoes Nike bag " * 50)
+    assert found.article_types == ["Sports Shoes", "Laptop Bag"]
+    assert len(calls) == len({tuple(c) for c in calls}) == 2
 
 
 @pytest.mark.parametrize("text, intent", [
