@@ -7,7 +7,9 @@ messages sent while the models load simply wait their turn.
 
 Cancelling: `cancel(id)` drops a job that has not started; a running job is asked to stop
 (`job.cancelled`, `job.check()`) and whatever it returns is dropped: the UI only ever sees a
-`cancelled` event for it. `submit(..., supersede=True)` cancels the earlier jobs of the same group
+`cancelled` event for it. `cancel()` returns True only when that holds: a job's last event is decided
+under the worker's lock, and a cancel that comes later finds the job finished and returns False.
+`submit(..., supersede=True)` cancels the earlier jobs of the same group
 (a second "Generate variants" replaces the first). Exceptions in a job are logged with their
 traceback and become an `error` event: never swallowed.
 """
@@ -56,6 +58,7 @@ class Job:
         self.fn = fn
         self._worker = worker
         self._cancel = threading.Event()
+        self.finished = False  # its last event is decided (set under the worker's lock): no longer cancellable
 
     @property
     def cancelled(self) -> bool:
@@ -105,7 +108,7 @@ class Worker:
     def _cancel_where(self, match: Callable[[Job], bool]) -> int:
         count = 0
         for job in [*self._pending, *([self._current] if self._current else [])]:
-            if match(job) and not job.cancelled:
+            if match(job) and not job.cancelled and not job.finished:
                 job._cancel.set()
                 count += 1
         return count
@@ -148,19 +151,26 @@ class Worker:
 
     def _execute(self, job: Job) -> None:
         if job.cancelled:
-            self._emit(Event(job.id, CANCELLED, job.group))
+            self._finish(job, CANCELLED)
             return
         self._emit(Event(job.id, STARTED, job.group))
         try:
             value = job.fn(job)
         except Cancelled:
-            self._emit(Event(job.id, CANCELLED, job.group))
+            self._finish(job, CANCELLED)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
             log.exception("request %d (%s) failed", job.id, job.group)
             message = str(exc) or type(exc).__name__
-            self._emit(Event(job.id, ERROR, job.group,
-                             WorkerError(message, type(exc).__name__, traceback.format_exc(), exc)))
+            self._finish(job, ERROR, WorkerError(message, type(exc).__name__, traceback.format_exc(), exc))
         else:
-            # A late result of a cancelled request is dropped here; the UI sees only `cancelled`.
-            self._emit(Event(job.id, CANCELLED if job.cancelled else RESULT, job.group,
-                             None if job.cancelled else value))
+            self._finish(job, RESULT, value)
+
+    def _finish(self, job: Job, kind: str, data: Any = None) -> None:
+        """Emit the job's last event. Cancelled-or-not is read and the job marked finished in one step under
+        the lock, so a cancel() either lands first (a result is then dropped: the UI sees only `cancelled`) or
+        finds the job finished and returns False; never both acknowledged and delivered."""
+        with self._cv:
+            if kind == RESULT and job.cancelled:
+                kind, data = CANCELLED, None
+            job.finished = True
+        self._emit(Event(job.id, kind, job.group, data))
