@@ -1,14 +1,27 @@
 """Checkpoints are plain dicts `{state_dict, config, version, ...}` of tensors and builtins, written
-atomically and read with `torch.load(..., weights_only=True)`: nothing but tensors is ever unpickled."""
+atomically and read with `torch.load(..., weights_only=True)`: nothing but tensors is ever unpickled.
+
+Before loading, the zip's CRC-32s are checked (torch.load does not: a flipped bit would load as a silently
+different model), and so is the file's sha256 where a SHA256SUMS file beside it lists it (the shipped weights).
+"""
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
 from models.config import CHECKPOINT_VERSION
+
+log = logging.getLogger(__name__)
+
+SUMS_NAME = "SHA256SUMS"  # `<sha256>  <file name>` lines (sha256sum's format) beside shipped checkpoints
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format; other files are left to torch.load to accept or refuse
 
 
 class CheckpointError(RuntimeError):
@@ -28,12 +41,15 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _update_listed_sha256(path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu", required=("state_dict", "config")) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_zip_crcs(path)
+    _check_listed_sha256(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, anything torch refuses
@@ -44,3 +60,77 @@ def load_checkpoint(path: str | Path, map_location="cpu", required=("state_dict"
         raise CheckpointError(f"checkpoint {path} has version {payload.get('version')}, "
                               f"this program reads version {CHECKPOINT_VERSION}")
     return payload
+
+
+def _check_zip_crcs(path: Path) -> None:
+    with open(path, "rb") as fh:
+        if fh.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member: the first whose CRC (or header) is wrong, else None
+    except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); reinstall or re-download the weights") from exc
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt (CRC mismatch in member {bad}); "
+                              "reinstall or re-download the weights")
+
+
+def _check_listed_sha256(path: Path) -> None:
+    sums = path.parent / SUMS_NAME
+    expected = _listed_digests(sums).get(path.name)
+    if expected is None:
+        return  # not a shipped file (training runs, temp copies): the CRCs are its check
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match {sums}: sha256 {actual}, expected {expected}; reinstall or "
+            f"re-download the weights (or, if you replaced the file on purpose, update its line in {SUMS_NAME})")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _listed_digests(sums: Path) -> dict[str, str]:
+    """{file name: sha256} from a SHA256SUMS file; {} when there is none (or it cannot be read: logged)."""
+    try:
+        text = sums.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s (%s): checkpoint sha256s not checked", sums, exc)
+        return {}
+    digests = {}
+    for line in text.splitlines():
+        digest, _, name = line.strip().partition(" ")
+        if digest and name:
+            digests[name.strip().removeprefix("*")] = digest.lower()  # "*name": sha256sum's binary mode
+    return digests
+
+
+def _update_listed_sha256(path: Path) -> None:
+    """A checkpoint written over a listed one (an export into weights/) gets its new sha256 listed, so that the
+    next load does not refuse it as damaged."""
+    sums = path.parent / SUMS_NAME
+    if path.name not in _listed_digests(sums):
+        return
+    digest = file_sha256(path)
+    lines = []
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        _, _, name = line.strip().partition(" ")
+        lines.append(f"{digest}  {path.name}" if name.strip().removeprefix("*") == path.name else line)
+    fd, tmp = tempfile.mkstemp(dir=sums.parent, prefix=f".{SUMS_NAME}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, sums)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("%s: sha256 of %s updated", sums, path.name)

@@ -28,7 +28,6 @@ def text_encoder():
 # Robustness tests that found real, still-open bugs (see the closing note of the session that added
 # them). They run and report as xfail; a fix makes them XPASS, and then they leave this list.
 KNOWN_BUGS = {
-    "tests/test_robustness_files.py::test_bit_flipped_weights_are_detected": "bit flips in weights load silently",
 }
 
 
