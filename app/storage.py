@@ -5,11 +5,14 @@ inside the install or the PyInstaller bundle. Set FASHIONGAN_HOME to put it all 
 instead (tests, portable installs): FASHIONGAN_HOME/data and FASHIONGAN_HOME/logs.
 
 Every file is written atomically (a temporary file in the same folder, then `os.replace`), so a crash
-never leaves half a history behind; a history that cannot be read is renamed aside, never deleted.
+never leaves half a history behind (the temporary files a killed write leaves are removed at the next
+start); a history that cannot be read is renamed aside, never deleted. Messages past MAX_HISTORY move to
+history-archive.jsonl: nothing the user wrote is dropped silently.
 No tkinter here: the GUI and the tests use the same code.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -24,7 +27,8 @@ log = logging.getLogger(__name__)
 APP_NAME = "FashionGAN"
 ENV_HOME = "FASHIONGAN_HOME"  # one folder for data and logs (tests, portable installs)
 HISTORY_VERSION = 1
-MAX_HISTORY = 2000            # messages kept on disk; older ones are dropped when saving
+MAX_HISTORY = 2000            # messages kept in the history; older ones move to the archive when saving
+STALE_TEMP_S = 60             # a temporary file this old is a killed write's leftover, not a write in progress
 SAVE_SCALE = 4                # saved images are 64x64 outputs upscaled 4x (nearest: exact pixels)
 SOFTWARE = "FashionGAN Multimodal Search"
 
@@ -51,7 +55,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # see temp_files_of
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -61,6 +65,40 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_files_of(path: Path) -> list[Path]:
+    """The temporary files atomic_write_text makes for `path` (never `path` itself)."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def append_json_lines(path: Path, records: list[dict]) -> None:
+    """Append one JSON line per record in one write, synced to disk. A write cut off by a crash leaves at most a
+    partial last line, which the next append starts after (and read_json_lines skips)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as fh:
+        fh.seek(0, os.SEEK_END)
+        at_line_start = fh.tell() == 0
+        if not at_line_start:
+            fh.seek(-1, os.SEEK_END)
+            at_line_start = fh.read(1) == b"\n"
+        text = "".join(json.dumps(r) + "\n" for r in records)  # ASCII: lone surrogates survive
+        fh.write((text if at_line_start else "\n" + text).encode("ascii"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; unreadable lines (a write cut off by a crash) are skipped and logged."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if line.strip():
+                    log.warning("%s line %d unreadable: skipped", path, number)
+    return records
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -123,12 +161,14 @@ class Storage:
     def __init__(self, data_dir: str | Path | None = None):
         self.root = Path(data_dir) if data_dir else user_data_dir()
         self.history_path = self.root / "history.json"
+        self.archive_path = self.root / "history-archive.jsonl"  # messages moved out of the history (MAX_HISTORY)
         self.settings_path = self.root / "settings.json"
         self.saved_dir = self.root / "saved"
 
     # -- history
 
     def load_history(self) -> History:
+        self.remove_stale_temp_files()  # the app's start: a write killed last time may have left one
         if not self.history_path.exists():
             return History([])
         try:
@@ -152,9 +192,39 @@ class Storage:
             return History([], None, f"Your chat history could not be read, so a new one was started. "
                                      f"The old file was kept as {aside}.")
 
-    def save_history(self, messages: list[dict], state: dict | None = None) -> None:
-        payload = {"version": HISTORY_VERSION, "messages": messages[-MAX_HISTORY:], "state": state}
+    def save_history(self, messages: list[dict], state: dict | None = None) -> list[dict]:
+        """Write the history: the last MAX_HISTORY messages; the older ones are appended to the archive first
+        (a crash in between archives them twice, never loses them). Returns the messages kept: hold on to
+        those, not `messages`, or the same old messages are archived again at each save."""
+        kept = messages[-MAX_HISTORY:]
+        dropped = messages[:-MAX_HISTORY]
+        if dropped:
+            append_json_lines(self.archive_path, dropped)
+            log.info("history over %d messages: %d older ones moved to %s", MAX_HISTORY, len(dropped),
+                     self.archive_path)
+        payload = {"version": HISTORY_VERSION, "messages": kept, "state": state}
         atomic_write_text(self.history_path, json.dumps(payload, indent=1))  # ASCII: lone surrogates survive
+        return kept
+
+    def load_archive(self) -> list[dict]:
+        """The messages moved out of the history, oldest first."""
+        return read_json_lines(self.archive_path) if self.archive_path.exists() else []
+
+    def remove_stale_temp_files(self, max_age_s: float = STALE_TEMP_S) -> list[Path]:
+        """Delete the temporary files of killed atomic writes (older than max_age_s: a younger one may be
+        another instance's write in progress). Returns what was deleted."""
+        removed = []
+        now = time.time()
+        for path in [*temp_files_of(self.history_path), *temp_files_of(self.settings_path)]:
+            try:
+                if now - path.stat().st_mtime > max_age_s:
+                    path.unlink()
+                    removed.append(path)
+            except OSError as exc:  # gone already (another instance), or not ours to delete
+                log.debug("cannot remove %s: %s", path, exc)
+        if removed:
+            log.info("removed %d temporary file(s) left by interrupted writes in %s", len(removed), self.root)
+        return removed
 
     def clear_history(self) -> None:
         self.save_history([], None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from PIL import Image
@@ -74,6 +75,48 @@ def test_history_is_capped(home):
     st.save_history([{"role": "user", "text": str(i)} for i in range(storage.MAX_HISTORY + 10)])
     messages = st.load_history().messages
     assert len(messages) == storage.MAX_HISTORY and messages[-1]["text"] == str(storage.MAX_HISTORY + 9)
+
+
+def test_messages_past_the_cap_move_to_the_archive_once(home, caplog):
+    """As the window saves: append one message, save, keep what save_history kept. Every message is in the
+    history or the archive, in order, none twice."""
+    st = Storage()
+    held = st.save_history([{"role": "user", "text": str(i)} for i in range(storage.MAX_HISTORY - 1)])
+    assert st.load_archive() == []
+    with caplog.at_level("INFO", logger="app.storage"):
+        for i in range(storage.MAX_HISTORY - 1, storage.MAX_HISTORY + 5):
+            held = st.save_history([*held, {"role": "user", "text": str(i), "odd": "\ud800"}], {"s": i})
+    archived, kept = Storage().load_archive(), Storage().load_history().messages
+    assert kept == held and len(kept) == storage.MAX_HISTORY
+    assert [m["text"] for m in archived + kept] == [str(i) for i in range(storage.MAX_HISTORY + 5)]
+    assert "moved to" in caplog.text and str(st.archive_path) in caplog.text
+
+
+def test_archive_survives_a_write_cut_off_mid_line(home):
+    st = Storage()
+    st.save_history([{"text": "a"}] * storage.MAX_HISTORY + [{"text": "b"}])
+    with open(st.archive_path, "a", encoding="utf-8") as fh:
+        fh.write('{"text": "half a mess')  # a crash in the middle of an append
+    st.save_history([{"text": "c"}] + [{"text": "d"}] * storage.MAX_HISTORY)
+    assert st.load_archive() == [{"text": "a"}, {"text": "c"}]
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_at_start(home):
+    st = Storage()
+    st.save_history([{"role": "user", "text": "kept"}])
+    st.save_settings(Settings())
+    old, fresh = time.time() - 2 * storage.STALE_TEMP_S, time.time()
+    leftovers = {st.root / ".history.json.k1ll3d.tmp": old, st.root / ".settings.json.x_y.tmp": old,
+                 st.root / ".history.json.writing.tmp": fresh,  # another instance's write in progress
+                 st.root / "notes.tmp": old, st.root / ".history.json": old}  # not the atomic write's
+    for path, mtime in leftovers.items():
+        path.write_text("{half")
+        os.utime(path, (mtime, mtime))
+    os.utime(st.history_path, (old, old))
+    history = Storage().load_history()
+    assert history.messages == [{"role": "user", "text": "kept"}] and history.notice is None
+    assert sorted(p.name for p in st.root.iterdir()) == [
+        ".history.json", ".history.json.writing.tmp", "history.json", "notes.tmp", "settings.json"]
 
 
 def test_saved_png_has_prompt_and_seed_and_never_overwrites(home):

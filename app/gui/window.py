@@ -587,7 +587,8 @@ class App:
     def _record(self, record: dict) -> None:
         self.history.append(record)
         try:
-            self.storage.save_history(self.history, self.bot_state)
+            # Keep only what the history kept: the older messages are in the archive now (once).
+            self.history = self.storage.save_history(self.history, self.bot_state)
         except OSError:
             log.exception("could not write the chat history")
             self.status.detail.configure(text="could not write the chat history (see the log)")
