@@ -75,20 +75,11 @@ def limit_cpu_threads() -> int:
 
     Besides keeping the UI responsive, this avoids oversubscription: on a busy two-core machine, two
     spinning OpenMP threads made a request 20-50x slower than one (measured: 10-20 s against 0.2-0.7 s).
-    FASHIONGAN_THREADS or OMP_NUM_THREADS override it.
+    FASHIONGAN_THREADS or OMP_NUM_THREADS override it (models.sampling.choose_torch_threads decides).
     """
-    import torch
+    from models.sampling import limit_torch_threads
 
-    wanted = os.environ.get("FASHIONGAN_THREADS")
-    if wanted is None and os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    try:
-        threads = max(1, int(wanted)) if wanted else max(1, (os.cpu_count() or 2) - 1)
-    except ValueError:
-        threads = max(1, (os.cpu_count() or 2) - 1)
-    torch.set_num_threads(threads)
-    log.info("torch uses %d CPU thread(s)", threads)
-    return threads
+    return limit_torch_threads(spare_cores=1)
 
 
 def default_service_factory(catalog: str | None = None) -> Callable[[str], object]:
