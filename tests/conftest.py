@@ -27,8 +27,7 @@ def text_encoder():
 
 # Robustness tests that found real, still-open bugs (see the closing note of the session that added
 # them). They run and report as xfail; a fix makes them XPASS, and then they leave this list.
-KNOWN_BUGS = {
-}
+KNOWN_BUGS: dict[str, str] = {}  # node id (or id prefix before '[') -> the bug
 
 
 def pytest_collection_modifyitems(config, items):
