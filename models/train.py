@@ -3,6 +3,7 @@
 Multi-GPU (or multi-process CPU) with the same script: `torchrun --nproc_per_node=N -m models.train ...`.
 Each run directory gets config.json, metrics.csv, sample grids at fixed seeds and captions, and
 checkpoints; `--resume` continues exactly where the last checkpoint left off.
+`--stage embed` trains the search embedding instead (the options of `models/train_embedding.py`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -329,13 +331,32 @@ def export_generator(checkpoint: str | Path, out: str | Path, half: bool = True)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashiongan-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=STAGES, default="gan",
+                        help="gan: the generator (these options); embed: the search embedding "
+                             "(`--stage embed --help` lists its options)")
     add_dataclass_options(parser, TrainConfig, {"loss": LOSSES})
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's EMA generator to PATH")
     return parser
 
 
+STAGES = ("gan", "embed")  # `--stage embed` trains the search embedding (models/train_embedding.py)
+
+
+def split_stage(argv: list[str]) -> tuple[str, list[str]]:
+    """`--stage NAME` (or `--stage=NAME`) anywhere in argv -> (NAME, the other arguments); default gan."""
+    stage_parser = argparse.ArgumentParser(add_help=False)
+    stage_parser.add_argument("--stage", choices=STAGES, default="gan")
+    known, rest = stage_parser.parse_known_args(argv)
+    return known.stage, rest
+
+
 def main(argv: list[str] | None = None) -> int:
+    stage, argv = split_stage(sys.argv[1:] if argv is None else list(argv))
+    if stage == "embed":
+        from models.train_embedding import main as train_embedding
+
+        return train_embedding(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     cfg = config_from_args(TrainConfig, args)

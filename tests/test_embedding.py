@@ -143,12 +143,14 @@ def test_triplet_training_separates_fixture_classes(pack_path):
 
 def test_train_embedding_runs_resumes_and_exports(tmp_path, pack_path):
     """The trainer on the fixture pack (all validation products, so holdout off via --limit trick):
-    writes config, metrics and checkpoint; resume continues the step count; export loads."""
+    writes config, metrics and checkpoint; resume (through `models.train --stage embed`, the one
+    training entry point) continues the step count; export loads."""
     import numpy as np
 
     from models.checkpoint import load_checkpoint
     from models.data import load_table
     from models.retrieval import SearchModel
+    from models.train import main as train_main
     from models.train_embedding import main
 
     # The fixture holds validation products only: relabel a copy with ids that hash to training.
@@ -173,7 +175,7 @@ def test_train_embedding_runs_resumes_and_exports(tmp_path, pack_path):
               "--log-every", "1", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--threads", "1"]
     assert main([*common, "--steps", "2"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 2
-    assert main([*common, "--steps", "4", "--resume"]) == 0
+    assert train_main(["--stage", "embed", *common, "--steps", "4", "--resume"]) == 0
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 4
     config = json.loads((out / "config.json").read_text())

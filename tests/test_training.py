@@ -170,3 +170,22 @@ def test_warm_start_adds_an_image_slot_without_changing_text_only_images(tmp_pat
     z, text = torch.randn(2, TINY.z_dim), torch.randn(2, 384)
     with torch.no_grad():
         assert torch.allclose(G(z, text), sliced(z, text, torch.randn(2, 6)), atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, stage, rest", [
+    (["--steps", "3"], "gan", ["--steps", "3"]),
+    (["--steps", "3", "--stage", "embed"], "embed", ["--steps", "3"]),
+    (["--stage=embed", "--out", "x"], "embed", ["--out", "x"]),
+])
+def test_stage_is_split_from_the_trainer_options(argv, stage, rest):
+    from models.train import split_stage
+
+    assert split_stage(argv) == (stage, rest)
+
+
+def test_unknown_stage_is_refused(capsys):
+    from models.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--stage", "vae"])
+    assert exc.value.code == 2 and "invalid choice: 'vae'" in capsys.readouterr().err
