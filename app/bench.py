@@ -447,11 +447,11 @@ def _tail(path: Path, n: int = 300) -> str:
 # ------------------------------------------------------------------------------------------- models
 
 
-def load_service(report: Report, device: str):
+def load_service(report: Report, device: str, threads: int = 0):
     from app.service import ModelService
 
     say("loading the models (ModelService.load) ...")
-    service = ModelService(device=device)
+    service = ModelService(device=device, threads=threads)
     start = time.perf_counter()
     service.load(lambda message: say(f"  {message}"))
     total = time.perf_counter() - start
@@ -820,12 +820,11 @@ def render_table(report: Report) -> str:
 
 
 def run(args: argparse.Namespace) -> Report:
-    import torch
+    from models.sampling import limit_torch_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    limit_torch_threads(args.threads)  # as the app decides, unless --threads says otherwise
     report = Report(machine_info(args.device), {"turns": args.turns, "reps": args.reps, "skip_gui": args.skip_gui,
-                                                 "skip_train": args.skip_train, "threads": args.threads or "default"})
+                                                 "skip_train": args.skip_train, "threads": args.threads or "as the app"})
     machine = report.machine
     if machine["loadavg_start"] and machine["loadavg_start"][0] > 0.5 * (machine["usable_cores"] or 1):
         report.notes.append(f"the machine was busy (load average {machine['loadavg_start'][0]} on "
@@ -834,7 +833,7 @@ def run(args: argparse.Namespace) -> Report:
         report.notes.append("window not measured (--skip-gui)")
     else:
         measure_gui(report, args.gui_turns, args.gui_timeout)
-    service = load_service(report, args.device)
+    service = load_service(report, args.device, args.threads)
     say("detector, text encoder, generator, retrieval ...")
     measure_detector(report, service, args.reps)
     measure_encoder(report, service, args.reps)
@@ -882,5 +881,5 @@ def register(sub) -> None:
     p.add_argument("--gui-timeout", type=float, default=GUI_TIMEOUT_S, help="seconds to wait for the window's models")
     p.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help=f"timed training steps (default {TRAIN_STEPS})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for the models")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as the app)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: as the app decides: 1 on <= 2 cores)")
     p.set_defaults(func=cmd_bench)

@@ -30,6 +30,7 @@ class ModelService:
     weights: str | Path | None = None
     catalog: str | Path | None = None
     device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0: models.sampling.choose_torch_threads decides
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -41,6 +42,7 @@ class ModelService:
         with self._lock:
             if self.generator is not None:
                 return
+            self._limit_threads()
             progress("loading keyword detector ...")
             self.detector = self._timed("detector", self._load_detector)
             progress("loading text encoder ...")
@@ -49,6 +51,11 @@ class ModelService:
             self.generator = self._timed("generator", self._load_generator)
             self._load_catalog_if_possible(progress)
             progress("ready")
+
+    def _limit_threads(self) -> None:
+        from models.sampling import limit_torch_threads
+
+        limit_torch_threads(self.threads)
 
     def _timed(self, name: str, fn):
         start = time.perf_counter()
@@ -106,6 +113,7 @@ class ModelService:
         with self._catalog_lock():
             if self.retriever is not None:
                 return
+            self._limit_threads()
             from models.catalog import Catalogue
             from models.retrieval import DEFAULT_CATALOG, Retriever, SearchModel
 

@@ -275,6 +275,23 @@ def test_subprocess_reports_bad_image_with_exit_2(catalog, tmp_path):
 
 # ---- the service API the GUI uses -----------------------------------------------------------------
 
+def test_service_load_sets_torch_threads_as_decided(catalog, tiny_generator, monkeypatch):
+    import torch
+
+    from app.service import ModelService
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("FASHIONGAN_THREADS", "1")
+        ModelService(weights=tiny_generator, catalog=catalog, device="cpu").load_catalog()
+        assert torch.get_num_threads() == 1
+        ModelService(weights=tiny_generator, catalog=catalog, device="cpu", threads=2).load_catalog()
+        assert torch.get_num_threads() == 2  # an explicit count (bench --threads) wins over the environment
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_service_search_api(catalog, tiny_generator, product_image):
     from app.service import Generated, ModelService
 
