@@ -824,7 +824,7 @@ def run(args: argparse.Namespace) -> Report:
 
     limit_torch_threads(args.threads)  # as the app decides, unless --threads says otherwise
     report = Report(machine_info(args.device), {"turns": args.turns, "reps": args.reps, "skip_gui": args.skip_gui,
-                                                 "skip_train": args.skip_train, "threads": args.threads or "as the app"})
+                                                 "skip_train": args.skip_train, "threads": args.threads or "app's"})
     machine = report.machine
     if machine["loadavg_start"] and machine["loadavg_start"][0] > 0.5 * (machine["usable_cores"] or 1):
         report.notes.append(f"the machine was busy (load average {machine['loadavg_start'][0]} on "
