@@ -1,9 +1,12 @@
 """The catalogue index: one embedding (fp16) plus id, title, item type, colour, gender and a small JPEG
 thumbnail per product, in one `.npz` file read with `allow_pickle=False` (nothing is unpickled).
 
-Per product the catalogue also keeps the log-probabilities that the encoder's attribute heads give
-its photo (item type, colour): a query that names a type or colour can add them to the cosine score
-(`bonus`), a re-ranking by what the image shows, not by the seller's labels.
+A query that names an item type or colour can add two re-ranking terms to the cosine score (`bonus`):
+- the log-probabilities that the encoder's attribute heads give each product photo (what the image
+  shows; stored per product);
+- facet matches: one point per named label that equals the product's own catalogue label (what the
+  seller says; every shop search filters on these facets, and photos alone cannot tell "Navy Blue"
+  from "Blue" or "Casual" from "Formal Shoes" reliably).
 
 Search is exact: one matrix product of the query with all embeddings (a few thousand to a few hundred
 thousand products take milliseconds). Past about a million products an approximate index (FAISS IVF-PQ
@@ -66,6 +69,7 @@ class Catalogue:
                 raise CatalogError(f"attribute log-probabilities {key} have shape {logp.shape}, expected "
                                    f"({n}, {len(labels.get(key, []))})")
         self._matrix = self.embeddings.astype(np.float32)  # searched in fp32: fp16 matmul is slow on CPUs
+        self._facets = {"articleType": _folded(self.article_types), "baseColour": _folded(self.colours)}
         self.path: Path | None = None  # the file it was loaded from, for messages
 
     def __len__(self) -> int:
@@ -101,6 +105,25 @@ class Catalogue:
                 if col is not None:
                     bonus[q] += np.maximum(logp[:, col].astype(np.float32), LOGP_FLOOR)
         return weight * bonus
+
+    def label_bonus(self, wanted: list[dict], weight: float) -> np.ndarray | None:
+        """(Q, N): weight per label a query names ({"articleType": ..., "baseColour": ...}) that equals
+        the product's catalogue label, ignoring case; unnamed labels add nothing."""
+        if not weight:
+            return None
+        bonus = np.zeros((len(wanted), len(self)), np.float32)
+        for q, want in enumerate(wanted):
+            for key, labels in self._facets.items():
+                value = (want or {}).get(key)
+                if value:
+                    bonus[q] += labels == value.casefold()
+        return weight * bonus
+
+    def bonus(self, wanted: list[dict], attribute_weight: float, label_weight: float) -> np.ndarray | None:
+        """The sum of `attribute_bonus` and `label_bonus` (None when both are off)."""
+        parts = [b for b in (self.attribute_bonus(wanted, attribute_weight), self.label_bonus(wanted, label_weight))
+                 if b is not None]
+        return sum(parts[1:], parts[0]) if parts else None
 
     def search_many(self, queries, k: int = 10, exclude: list[Iterable[int]] | None = None,
                     bonus: np.ndarray | None = None):
@@ -244,6 +267,10 @@ class Catalogue:
 SEAL_PREFIX = b"fashiongan-catalog sha256:"
 SEAL_LENGTH = len(SEAL_PREFIX) + 64
 _END_OF_DIRECTORY = b"PK\x05\x06"
+
+
+def _folded(labels: list[str]) -> np.ndarray:
+    return np.array([(label or "").casefold() for label in labels], dtype=object)
 
 
 def _seal(path: Path) -> None:

@@ -9,8 +9,9 @@ every query comes from it too:
   in the catalogue, drawn at random); precision@10 of (same type AND the new colour), the reference
   product itself excluded;
 - image only: each held-out image; precision@10 of type and colour, the product itself excluded.
-Text queries are measured with and without the synthetic expansion (generated images), and a sweep
-over the fusion weights is reported. Writes a JSON report (`--out`) and prints it.
+Text queries are measured with and without the synthetic expansion (generated images); every query
+kind also with the embedding alone and without the catalogue-label facets; a sweep over the fusion
+weights is reported. Writes a JSON report (`--out`) and prints it.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from models.retrieval import (
     COMPOSE_IMAGE_WEIGHT,
     COMPOSE_OLD_WEIGHT,
     EXPANSION_WEIGHT,
+    LABEL_WEIGHT,
     RAW_TEXT_WEIGHT,
     Retriever,
     SearchModel,
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TARGETS = {"text_type_p10": 0.85, "text_colour_p10": 0.8, "composed_type_p10": 0.7, "composed_colour_p10": 0.7}
 MIN_CELL = 10  # prompts and new colours only where the catalogue holds at least this many matches
+HEADS_ONLY_WEIGHT = 0.1  # the attribute heads' best weight with the label facets off (the "without_labels" rows)
 
 
 def precision(catalogue_labels: np.ndarray, top: np.ndarray, wanted: np.ndarray) -> float:
@@ -105,7 +108,7 @@ class Evaluation:
                   "weights": str(self.model.path), "generator": str(self.args.generator) if self.generator else None,
                   "settings": {"expansion_weight": EXPANSION_WEIGHT, "raw_text_weight": RAW_TEXT_WEIGHT,
                                "compose_image_weight": COMPOSE_IMAGE_WEIGHT, "compose_old_weight": COMPOSE_OLD_WEIGHT,
-                               "attribute_weight": ATTRIBUTE_WEIGHT, "k": k}}
+                               "attribute_weight": ATTRIBUTE_WEIGHT, "label_weight": LABEL_WEIGHT, "k": k}}
         titles, title_rows = self.title_queries()
         title_caps, title_wanted = self.retriever.analyse(titles)
         prompts, p_types, p_colours = self.prompt_queries()
@@ -116,34 +119,37 @@ class Evaluation:
         raws = sorted({RAW_TEXT_WEIGHT} | ({0.0, 0.5, 1.0} if sweep_on else set()))
         expansions = sorted({0.0, EXPANSION_WEIGHT} | ({0.25, 0.5, 1.0} if sweep_on else set()))
         expansions = [e for e in expansions if e == 0.0 or self.generator]
-        attrs = sorted({0.0, ATTRIBUTE_WEIGHT} | ({0.02, 0.05, 0.1, 0.2} if sweep_on else set()))
+        attrs = sorted({0.0, ATTRIBUTE_WEIGHT, HEADS_ONLY_WEIGHT} | ({0.02, 0.05, 0.1, 0.2} if sweep_on else set()))
+        labels = sorted({0.0, LABEL_WEIGHT} | ({0.05, 0.1, 0.2, 0.5, 1.0} if sweep_on else set()))
+        reranks = _reranks(attrs, labels)
         sweep = {}
         for raw_w in raws:
             for exp_w in expansions:
                 tv, _ = self.retriever.text_query_vectors(titles, title_caps, exp_w > 0, raw_w, exp_w)
                 pv, _ = self.retriever.text_query_vectors(prompts, prompt_caps, exp_w > 0, raw_w, exp_w)
-                for attr_w in attrs:
-                    t = self.metrics(tv, title_wanted, attr_w, title_rows, self.types[title_rows],
+                for attr_w, label_w in reranks:
+                    t = self.metrics(tv, title_wanted, attr_w, label_w, title_rows, self.types[title_rows],
                                      self.colours[title_rows], k)
-                    p = self.metrics(pv, prompt_wanted, attr_w, None, p_types, p_colours, k)
-                    sweep[_key(raw_w, exp_w, attr_w)] = {"titles": t, "prompts": p}
+                    p = self.metrics(pv, prompt_wanted, attr_w, label_w, None, p_types, p_colours, k)
+                    sweep[_key(raw_w, exp_w, attr_w, label_w)] = {"titles": t, "prompts": p}
         for name, part in (("text_titles", "titles"), ("text_prompts", "prompts")):
-            report[name] = {"no_expansion": sweep[_key(RAW_TEXT_WEIGHT, 0.0, ATTRIBUTE_WEIGHT)][part],
-                            "embedding_only": sweep[_key(RAW_TEXT_WEIGHT, 0.0, 0.0)][part]}
+            report[name] = {"no_expansion": sweep[_key(RAW_TEXT_WEIGHT, 0.0, ATTRIBUTE_WEIGHT, LABEL_WEIGHT)][part],
+                            "without_labels": sweep[_key(RAW_TEXT_WEIGHT, 0.0, HEADS_ONLY_WEIGHT, 0.0)][part],
+                            "embedding_only": sweep[_key(RAW_TEXT_WEIGHT, 0.0, 0.0, 0.0)][part]}
             measured = EXPANSION_WEIGHT or 0.5  # with the expansion off by default, report it at 0.5
-            key = _key(RAW_TEXT_WEIGHT, measured, ATTRIBUTE_WEIGHT)
+            key = _key(RAW_TEXT_WEIGHT, measured, ATTRIBUTE_WEIGHT, LABEL_WEIGHT)
             report[name]["expansion"] = sweep[key][part] if key in sweep else "not measured: no generator"
         report["expansion_weight_measured"] = EXPANSION_WEIGHT or 0.5
-        report["composed"], report["composed_sweep"] = self.composed(k, attrs)
-        report["image"], report["image_sweep"] = self.image_only(k, attrs)
+        report["composed"], report["composed_sweep"] = self.composed(k, reranks)
+        report["image"], report["image_sweep"] = self.image_only(k, reranks)
         report["attributes"] = self.attribute_accuracy()
         report["text_sweep"] = sweep
         report["latency_ms"] = self.latency(k)
         report["targets"] = self.check_targets(report)
         return report
 
-    def metrics(self, vectors, wanted, attr_w, want_rows, want_types, want_colours, k):
-        bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+    def metrics(self, vectors, wanted, attr_w, label_w, want_rows, want_types, want_colours, k):
+        bonus = self.catalogue.bonus(wanted, attr_w, label_w)
         top, _ = self.catalogue.search_many(vectors, k, bonus=bonus)
         out = {"queries": len(vectors), "type_p10": precision(self.types, top, want_types),
                "colour_p10": precision(self.colours, top, want_colours)}
@@ -151,7 +157,7 @@ class Evaluation:
             out["product_r10"] = float((top == want_rows[:, None]).any(1).mean())
         return {key: round(v, 4) if isinstance(v, float) else v for key, v in out.items()}
 
-    def composed(self, k, attrs):
+    def composed(self, k, reranks):
         rows, new_colours = self.composed_queries()
         texts = [f"in {c.lower()}" for c in new_colours]
         want_c = np.array(new_colours)
@@ -163,29 +169,29 @@ class Evaluation:
             vectors, predicted, modified = self.retriever.composed_query_vectors(self.val.images[rows], texts, w)
             wanted = [{"articleType": m["articleType"], "baseColour": m["baseColour"]} for m in modified]
             understood = float(np.mean([m["baseColour"] == c for m, c in zip(modified, new_colours)]))
-            for attr_w in attrs:
-                bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+            for attr_w, label_w in reranks:
+                bonus = self.catalogue.bonus(wanted, attr_w, label_w)
                 top, _ = self.catalogue.search_many(vectors, k, exclude=[[r] for r in rows], bonus=bonus)
                 both = (self.types[top] == want_t[:, None]) & (self.colours[top] == want_c[:, None])
-                results[f"image={w[0]},old={w[1]},attributes={attr_w}"] = {
+                results[f"image={w[0]},old={w[1]},attributes={attr_w},labels={label_w}"] = {
                     "queries": len(rows), "type_and_colour_p10": round(float(both.mean()), 4),
                     "type_p10": round(precision(self.types, top, want_t), 4),
                     "colour_p10": round(precision(self.colours, top, want_c), 4),
                     "modification_understood": round(understood, 4)}
-        return results[f"image={chosen[0]},old={chosen[1]},attributes={ATTRIBUTE_WEIGHT}"], results
+        return _with_ablations(results, f"image={chosen[0]},old={chosen[1]},attributes="), results
 
-    def image_only(self, k, attrs):
+    def image_only(self, k, reranks):
         vectors = self.model.embed_images(self.val.images)
         predicted = self.model.predict(self.val.images)
         wanted = [{"articleType": p["articleType"], "baseColour": p["baseColour"]} for p in predicted]
         results = {}
-        for attr_w in attrs:
-            bonus = self.catalogue.attribute_bonus(wanted, attr_w)
+        for attr_w, label_w in reranks:
+            bonus = self.catalogue.bonus(wanted, attr_w, label_w)
             top, _ = self.catalogue.search_many(vectors, k, exclude=[[i] for i in range(len(vectors))], bonus=bonus)
-            results[f"attributes={attr_w}"] = {"queries": len(vectors),
+            results[f"attributes={attr_w},labels={label_w}"] = {"queries": len(vectors),
                                                "type_p10": round(precision(self.types, top, self.types), 4),
                                                "colour_p10": round(precision(self.colours, top, self.colours), 4)}
-        return results[f"attributes={ATTRIBUTE_WEIGHT}"], results
+        return _with_ablations(results, "attributes="), results
 
     def attribute_accuracy(self):
         pred = self.model.predict(self.val.images)
@@ -223,8 +229,24 @@ class Evaluation:
         return out
 
 
-def _key(raw_w, exp_w, attr_w) -> str:
-    return f"raw={raw_w},expansion={exp_w},attributes={attr_w}"
+def _key(raw_w, exp_w, attr_w, label_w) -> str:
+    return f"raw={raw_w},expansion={exp_w},attributes={attr_w},labels={label_w}"
+
+
+def _reranks(attrs, labels) -> list[tuple[float, float]]:
+    """(attribute, label) weight pairs: each swept with the other at its default, plus the ablations
+    (both off; the attribute heads alone)."""
+    pairs = {(a, LABEL_WEIGHT) for a in attrs} | {(ATTRIBUTE_WEIGHT, b) for b in labels}
+    pairs |= {(0.0, 0.0), (HEADS_ONLY_WEIGHT, 0.0)}
+    return sorted(pairs)
+
+
+def _with_ablations(results: dict, defaults: str) -> dict:
+    """The default setting's metrics, with the attribute-heads-only and embedding-only ones beside them."""
+    out = dict(results[f"{defaults}{ATTRIBUTE_WEIGHT},labels={LABEL_WEIGHT}"])
+    out["without_labels"] = results[f"{defaults}{HEADS_ONLY_WEIGHT},labels=0.0"]
+    out["embedding_only"] = results[f"{defaults}0.0,labels=0.0"]
+    return out
 
 
 def _detector():

@@ -36,7 +36,11 @@ EXPANSION_WEIGHT = 0.25  # weight of the generated images' mean embedding next t
 RAW_TEXT_WEIGHT = 1.0  # weight of the raw request text next to its detected caption
 COMPOSE_IMAGE_WEIGHT = 0.5  # composed queries: weight of the reference image's embedding ...
 COMPOSE_OLD_WEIGHT = 0.5  # ... and of the original caption, subtracted (1, 1: the image moved by the change)
-ATTRIBUTE_WEIGHT = 0.1  # weight of the attribute heads' log-probabilities of the named type and colour
+# Weight of the attribute heads' log-probabilities of the named type and colour: 0.1 helped before the
+# catalogue-label facets (below); on top of them it cost colour precision, so it is off (measured).
+ATTRIBUTE_WEIGHT = 0.0
+LABEL_WEIGHT = 1.0  # per named type / colour the product's catalogue label matches: more than any cosine gap, so
+# products matching more of the named facets come first and the embedding ranks within them
 
 
 class SearchModel:
@@ -178,13 +182,15 @@ class Retriever:
     """Builds query vectors and searches one catalogue. `text_encoder`: MiniLM (`encode(list)`);
     `detect`: text -> keyword Detection (optional); `generator`: `TextToImage` (optional, expansion).
     Scores: cosine similarity + attribute_weight * (log p(type) + log p(colour)) of what the query
-    names, from the catalogue photos' attribute heads (0 = pure embedding search)."""
+    names, from the catalogue photos' attribute heads, + label_weight per named type / colour that
+    the product's catalogue label matches (both 0 = pure embedding search)."""
 
     def __init__(self, model: SearchModel, catalogue: Catalogue, text_encoder,
                  detect: Callable | None = None, generator=None, expansion_weight: float = EXPANSION_WEIGHT,
                  raw_text_weight: float = RAW_TEXT_WEIGHT, compose: tuple[float, float] = (
                      COMPOSE_IMAGE_WEIGHT, COMPOSE_OLD_WEIGHT),
-                 attribute_weight: float = ATTRIBUTE_WEIGHT, check_model: bool = True):
+                 attribute_weight: float = ATTRIBUTE_WEIGHT, label_weight: float = LABEL_WEIGHT,
+                 check_model: bool = True):
         name = f"catalogue {catalogue.path}" if catalogue.path else "the catalogue"
         if check_model and catalogue.model and catalogue.model != model.fingerprint:
             raise CatalogError(f"{name} was built with another embedding model ({catalogue.model}, loaded "
@@ -194,7 +200,7 @@ class Retriever:
         self.model, self.catalogue, self.text_encoder = model, catalogue, text_encoder
         self.detect, self.generator = detect, generator
         self.expansion_weight, self.raw_text_weight = expansion_weight, raw_text_weight
-        self.compose, self.attribute_weight = tuple(compose), attribute_weight
+        self.compose, self.attribute_weight, self.label_weight = tuple(compose), attribute_weight, label_weight
         self._expansions: dict[tuple, np.ndarray] = {}
 
     # ---- text -----------------------------------------------------------------------------------
@@ -295,7 +301,7 @@ class Retriever:
 
     # ---- search ---------------------------------------------------------------------------------
     def search_rows(self, query: Query, k: int = 10, exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
-        bonus = self.catalogue.attribute_bonus([query.wanted or {}], self.attribute_weight)
+        bonus = self.catalogue.bonus([query.wanted or {}], self.attribute_weight, self.label_weight)
         return self.catalogue.search(query.vector, k, exclude, None if bonus is None else bonus[0])
 
     def search(self, query: Query, k: int = 10, exclude: Sequence[int] = ()) -> list[dict]:

@@ -70,6 +70,22 @@ def test_search_ranking_on_a_tiny_catalogue_is_exact():
         cat.search(np.ones(7), k=1)
 
 
+def test_label_facets_lift_matching_products_above_closer_ones():
+    cat = _tiny()  # rows alternate Red / Blue, all Shirts
+    query = cat.embeddings[1].astype(np.float32)  # row 1 is Blue
+    assert cat.search(query, k=1)[0][0] == 1
+    bonus = cat.label_bonus([{"articleType": "shirts", "baseColour": "RED"}], 5.0)
+    assert bonus.shape == (1, 6) and bonus[0].tolist() == [10.0, 5.0] * 3  # case folded, one point per label
+    red_first = [row for row, _ in cat.search(query, k=3, bonus=bonus[0])]
+    assert all(cat.colours[row] == "Red" for row in red_first)
+    # Within the facet the embedding still ranks: the closest red shirt comes first.
+    sims = cat.embeddings.astype(np.float32) @ query
+    assert red_first[0] == max((i for i in range(6) if cat.colours[i] == "Red"), key=lambda i: sims[i])
+    assert cat.label_bonus([{}], 1.0).sum() == 0 and cat.label_bonus([{"baseColour": "Red"}], 0.0) is None
+    assert cat.bonus([{"baseColour": "Red"}], 0.0, 0.0) is None  # no attribute heads, no labels: none
+    assert cat.bonus([{"baseColour": "Red"}], 0.1, 1.0).tolist() == [[1.0, 0.0] * 3]
+
+
 def test_search_finds_the_same_image_with_a_known_encoder(pack_path):
     from models.data import load_table
 

@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -104,6 +105,24 @@ def test_text_search_prints_ranked_json(capsys, catalog):
     # Type precision is measured by models.evaluate_retrieval; here: the query lands on black shoes.
     assert sum(h["articleType"].endswith("Shoes") and h["baseColour"] == "Black" for h in hits) >= 3
     assert sum(h["baseColour"] == "Black" for h in hits) >= 3
+
+
+def test_named_facets_come_first_and_the_embedding_ranks_within_them(capsys, catalog):
+    """Every product whose type and colour match what the text names ranks above the others (the
+    catalogue-label facets), whatever their cosine; then products matching one of the two."""
+    from models.catalog import Catalogue
+
+    cat = Catalogue.load(catalog)
+    cells = Counter(zip(cat.article_types, cat.colours))
+    (article_type, colour), n = max(cells.items(), key=lambda item: (item[1], item[0]))
+    assert n >= 3
+    code, out, _ = run(capsys, "search", f"{colour} {article_type}", "--catalog", catalog, "--k", str(n + 5),
+                       "--no-expand")
+    assert code == 0
+    hits = json.loads(out)["results"]
+    matches = [(h["articleType"] == article_type) + (h["baseColour"] == colour) for h in hits]
+    assert matches[:n] == [2] * n and all(m <= 1 for m in matches[n:])
+    assert matches[n:] == sorted(matches[n:], reverse=True)
 
 
 def test_global_catalog_option_before_the_command(capsys, catalog):
