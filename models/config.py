@@ -45,6 +45,9 @@ class TrainConfig:
     gp_weight: float = 10.0
     label_smoothing: float = 0.9  # one-sided: real target for BCE
     aux_weight: float = 1.0  # auxiliary item-type / colour classification
+    # G's share of it: at 1.0 G draws items more typical than real photos (GAN-test above real, a
+    # classifier-feature mean shift), so a fine-tune lowers it; D keeps aux_weight.
+    aux_weight_g: float = 1.0
     mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
     augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
     mode_seeking: float = 1.0  # MSGAN diversity term: different seeds must give different images

@@ -192,7 +192,7 @@ class Trainer:
         loss = generator_loss(cfg.loss, scores)
         if cfg.mode_seeking:
             loss = loss + cfg.mode_seeking * mode_seeking_loss(fake, z)
-        loss = loss + cfg.aux_weight * self.aux_loss(type_logits, colour_logits, labels)
+        loss = loss + cfg.aux_weight_g * self.aux_loss(type_logits, colour_logits, labels)
         loss = loss + cfg.image_weight * self.image_consistency(fake, image)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
