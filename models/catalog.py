@@ -217,7 +217,9 @@ class Catalogue:
         """Read and check a catalogue file; anything wrong with it is a CatalogError naming the file."""
         path = Path(path)
         if not path.is_file():
-            raise CatalogError(f"catalogue not found: {path} (build one with `python main.py index ... --out {path}`)")
+            # The bundled catalogue may sit inside a read-only app folder: point at a file of the user's.
+            raise CatalogError(f"catalogue not found: {path} (build one with `python main.py index ... --out FILE` "
+                               "and pass `--catalog FILE`)")
         try:
             raw = path.read_bytes()
         except OSError as exc:

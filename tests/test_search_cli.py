@@ -230,7 +230,7 @@ def test_search_argument_and_catalogue_errors(capsys, catalog, tmp_path):
     code, _, err = run(capsys, "search", "red", "--k", "0", "--catalog", catalog)
     assert code == 2 and "--k" in err
     code, _, err = run(capsys, "search", "red", "--catalog", tmp_path / "none.npz")
-    assert code == 2 and "catalogue not found" in err
+    assert code == 2 and "catalogue not found" in err and "--catalog FILE" in err
     (tmp_path / "bad.npz").write_bytes(b"garbage" * 20)
     code, _, err = run(capsys, "search", "red", "--catalog", tmp_path / "bad.npz")
     assert code == 2 and "damaged" in err
