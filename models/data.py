@@ -195,7 +195,9 @@ class LabelVocab:
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    """uint8 NHWC -> float NCHW in [-1, 1]. A read-only array (a PIL image's view) is copied first:
+    torch cannot share memory it may not write."""
+    images = images if images.flags.writeable else images.copy()
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
