@@ -45,8 +45,8 @@ class TrainConfig:
     gp_weight: float = 10.0
     label_smoothing: float = 0.9  # one-sided: real target for BCE
     aux_weight: float = 1.0  # auxiliary item-type / colour classification
-    # G's share of it: at 1.0 G draws items more typical than real photos (GAN-test above real, a
-    # classifier-feature mean shift), so a fine-tune lowers it; D keeps aux_weight.
+    # G's own weight on those heads (D keeps aux_weight). Lowering it to 0.2 for 4,000 fine-tuning steps
+    # made the classifier-feature FID worse (5.5 -> 6.7, run gan-v4), so it stays at 1.
     aux_weight_g: float = 1.0
     mismatch_weight: float = 0.5  # matching-aware D: real image + wrong caption counts as fake
     augment: str = "translation,cutout"  # DiffAugment policy; colour jitter off (colour is a condition)
