@@ -70,9 +70,9 @@ def _check_zip_crcs(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every member: the first whose CRC (or header) is wrong, else None
     except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); reinstall or re-download the weights") from exc
+        raise CheckpointError(f"checkpoint {path} is damaged ({exc}); reinstall or re-download the weights") from exc
     if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt (CRC mismatch in member {bad}); "
+        raise CheckpointError(f"checkpoint {path} is damaged (CRC mismatch in member {bad}); "
                               "reinstall or re-download the weights")
 
 

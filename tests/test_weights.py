@@ -49,7 +49,7 @@ def test_a_flipped_bit_in_tensor_data_names_the_member(tmp_path):
     name_len, extra_len = struct.unpack_from("<HH", data, member.header_offset + 26)
     data[member.header_offset + 30 + name_len + extra_len] ^= 0x10
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=f"g.pt is corrupt \\(CRC mismatch in member {member.filename}\\)"):
+    with pytest.raises(CheckpointError, match=f"g.pt is damaged \\(CRC mismatch in member {member.filename}\\)"):
         load_checkpoint(path)
 
 
