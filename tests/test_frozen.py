@@ -145,6 +145,7 @@ def test_bundle_carries_its_files_and_fits_the_size_budget(bundle: Path):
                 "assets/icons/fashiongan.png", "minilm/config.json", "minilm/tokenizer.json",
                 "minilm/vocab.txt", "minilm/model.safetensors"]:
         assert (data / rel).is_file(), f"{rel} is missing from the bundle"
+    assert list(data.glob("tkinterdnd2/tkdnd/*/pkgIndex.tcl")), "TkDND (drag and drop) is missing from the bundle"
     for rel in ["torch/test", "scipy", "spacy/tests"]:
         assert not (data / rel).exists(), f"{rel} should have been left out of the bundle"
     size = dir_size(bundle)
@@ -338,6 +339,8 @@ def test_frozen_gui_opens_and_starts_fast(bundle: Path, listing_before: dict, fr
     assert_bundle_unchanged(bundle, listing_before)
     user_files = [p for p in Path(env["FASHIONGAN_HOME"]).rglob("*") if p.is_file()]
     assert user_files, "the frozen GUI wrote nothing under FASHIONGAN_HOME (its log, at least, belongs there)"
+    logs = " ".join(p.read_text(encoding="utf-8", errors="replace") for p in user_files if p.suffix == ".log")
+    assert "drag and drop unavailable" not in logs, logs[-3000:]
     assert any(graceful), "the frozen app never exited on Ctrl+Q (it had to be terminated each time)"
     assert statistics.median(startups) <= GUI_STARTUP_BUDGET, (
         f"frozen GUI start-up {startups} s (CPU {cpu} s): median over the {GUI_STARTUP_BUDGET} s budget"

@@ -10,8 +10,12 @@ import gc
 import io
 import logging
 import os
+import shutil
 import statistics
 import struct
+import subprocess
+import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -331,6 +335,77 @@ def test_bad_uploads_are_a_message_not_a_crash(make_app, tmp_path):
         assert not bubble.cards
     assert not app.dialogs.errors
     assert send(app, "blue jeans").cards  # still working
+
+
+def _drag(source_xy, target_xy) -> None:
+    """Press on the source, move in steps (XDND needs motion) to the target, release: like a user's drag."""
+    (sx, sy), (tx, ty) = source_xy, target_xy
+    subprocess.run(["xdotool", "mousemove", str(sx), str(sy)], check=True)
+    time.sleep(0.3)
+    subprocess.run(["xdotool", "mousedown", "1"], check=True)
+    for i in range(1, 11):
+        subprocess.run(["xdotool", "mousemove", str(sx + (tx - sx) * i // 10), str(sy + (ty - sy) * i // 10)],
+                       check=True)
+        time.sleep(0.15)
+    time.sleep(0.5)
+    subprocess.run(["xdotool", "mouseup", "1"], check=True)
+
+
+def _drop_on(app, widget, text: str, until, what: str) -> None:
+    """A real drag and drop (XDND, between two processes) of `text` onto `widget`, pumping the app meanwhile
+    and until `until()`: the data travels from the source after the release, so it must still run."""
+    if shutil.which("xdotool") is None:
+        pytest.skip("xdotool is needed to drag (apt-get install xdotool)")
+    app.root.update()
+    source = subprocess.Popen([sys.executable, str(Path(__file__).parent / "dnd_source.py"), "1000", "700", text],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert source.stdout.readline().strip() == "ready"
+        target = (widget.winfo_rootx() + widget.winfo_width() // 2, widget.winfo_rooty() + widget.winfo_height() // 2)
+        dragging = threading.Thread(target=_drag, args=((1060, 740), target))
+        dragging.start()
+        while dragging.is_alive():  # the window must answer XDND messages during the drag
+            app.root.update()
+            time.sleep(0.01)
+        pump(app.root, until, 60, what)
+    finally:
+        source.kill()
+        source.wait()
+
+
+def test_dropped_files_open_in_the_upload_tab_and_attach_in_the_chat(make_app, tmp_path):
+    app = make_app()
+    wait_ready(app)
+    assert app.drops_enabled, "TkDND (tkinterdnd2) did not load"
+    assert "drop" in app.upload.status.cget("text")
+    fixture = tmp_path / "my photo.jpg"  # a space in the name: dropped paths are not split
+    fixture.write_bytes(sorted(FIXTURE_IMAGES.glob("*.jpg"))[1].read_bytes())
+    app.notebook.select(app.upload)
+    _drop_on(app, app.upload.preview, fixture.as_uri(), lambda: app.upload.image is not None,
+             "the dropped image's preview")
+    assert "my photo.jpg" in app.upload.file_label.cget("text")
+    app.notebook.select(app.chat)
+    bubbles = len(app.chat.bubbles)
+    _drop_on(app, app.chat, str(fixture), lambda: len(app.chat.bubbles) > bubbles and last_bubble_done(app)(),
+             "the answer to the dropped image")
+    assert "attached my photo.jpg" in texts(app.chat.bubbles[-2])
+
+
+@pytest.mark.parametrize("kind, data, expected", [
+    ("text/uri-list", "{/tmp/my photo.png} /tmp/b.jpg", ["/tmp/my photo.png", "/tmp/b.jpg"]),
+    ("text/plain;charset=utf-8", "/home/me/my photo.png\n", ["/home/me/my photo.png"]),
+    ("text/plain", "file:///home/me/my%20photo.png\r\nfile://localhost/tmp/x.jpg",
+     ["/home/me/my photo.png", "/tmp/x.jpg"]),
+    ("text/plain", "https://shop.example/red-dress.jpg\n# a comment\nfile://other-pc/x.png", []),
+    ("text/plain", "   ", []),
+])
+def test_paths_from_drop(kind, data, expected):
+    import tkinter as tk
+
+    from app.gui.drops import paths_from_drop
+
+    interp = tk.Tcl()
+    assert paths_from_drop(kind, data, interp.splitlist) == expected
 
 
 def test_upload_tab_preview_and_variants(make_app):

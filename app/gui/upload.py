@@ -77,6 +77,10 @@ class UploadTab(ttk.Frame):
 
     # -- called by the window
 
+    def allow_drops(self) -> None:
+        self.status.configure(text="Choose an image, or drop one on this tab, to start.")
+        self.preview.configure(text="Drop an image here")
+
     def set_status(self, text: str, error: bool = False) -> None:
         self.status.configure(text=text, style="Error.TLabel" if error else "Muted.TLabel")
         if error:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from tkinter import ttk
 
-from app.gui import BG, Dialogs, configure_styles
+from app.gui import BG, Dialogs, configure_styles, drops
 from app.gui.chat import ChatActions, ChatView
 from app.gui.saved import SavedTab
 from app.gui.upload import UploadActions, UploadTab
@@ -206,6 +206,22 @@ class App:
         self.root.bind("<Control-o>", lambda e: self._open_shortcut())
         self.root.bind("<Control-q>", lambda e: self.close())
         self.root.bind("<Control-comma>", lambda e: self.open_settings())
+        self.drops_enabled = self._enable_drops()
+
+    def _enable_drops(self) -> bool:
+        """Files dropped on the Upload tab open there; on the Chat tab they are attached (TkDND)."""
+        if not drops.enable(self.root):
+            return False
+        drops.accept_files(self.upload, lambda paths: self._open_dropped(paths, self.open_upload_path))
+        drops.accept_files(self.chat, lambda paths: self._open_dropped(paths, self.attach_path))
+        self.upload.allow_drops()
+        return True
+
+    def _open_dropped(self, paths: list[str], open_one: Callable[[str], object]) -> None:
+        if len(paths) > 1:
+            self.status.detail.configure(text=f"{len(paths)} files dropped: one image at a time, "
+                                              f"so {Path(paths[0]).name} is used")
+        open_one(paths[0])
 
     def _set_icon(self) -> None:
         from models.resources import ASSETS_DIR
