@@ -39,6 +39,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.classifier import ClassifierConfig, classify, load_or_train, uint8_to_input
 from models.config import GANConfig
 from models.data import caption_variants, load_table
+from models.generate import TRUNCATION, draw_as_app
 from models.metrics import accuracy, binary_scores, fid_from_features, kid_from_features, roc_auc
 from models.networks import Discriminator, Generator
 from models.resources import GENERATOR_WEIGHTS
@@ -127,6 +128,14 @@ def generate(G: Generator, text: torch.Tensor, seeds: list[int], device, batch: 
     for i in range(0, len(seeds), batch):
         z = seed_noise(seeds[i : i + batch], G.cfg.z_dim).to(device)
         out.append(to_uint8(G(z, text[i : i + batch].to(device))))
+    return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
+
+
+def generate_as_app(G: Generator, text: torch.Tensor, seeds: list[int], device, truncation: float,
+                    batch: int = 256) -> np.ndarray:
+    """As `generate`, with the app's truncation and redraws (`models.generate.draw_as_app`)."""
+    out = [to_uint8(draw_as_app(G, text[i : i + batch].to(device), seeds[i : i + batch], truncation))
+           for i in range(0, len(seeds), batch)]
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
@@ -258,6 +267,7 @@ class Evaluation:
         self.discriminator()
         self.gan_test()
         self.classifier_distances()
+        self.report["classifier_features_as_app"] = self.as_app_distances()
         self.report["inception"] = self.inception()
         gt, cf = self.report["gan_test"], self.report["classifier_features"]
         self.report["targets"] = {
@@ -332,10 +342,24 @@ class Evaluation:
             feats = [classify(self.clf, x, self.device, self.opts.batch)[2]
                      for x in (self.fake_b, self.real_a, self.real_b)]
             result = _distances(feats[0], feats[1], feats[2], self.opts.seed)
+        self.real_features = feats[1], feats[2]
         ratio = result["fid_ratio"]
         self.report["classifier_features"] = {
             **result, "feature_dim": int(feats[0].shape[1]), "target_ratio": FID_TARGET,
             "pass": bool(ratio is not None and ratio <= FID_TARGET)}
+
+    def as_app_distances(self) -> dict:
+        """The same FID/KID for the images the app shows (`models.generate.draw_as_app`: z truncated,
+        draws far from the caption's typical image redrawn), same captions and seeds, at psi = 1 and at
+        the app's truncation. The target above stays on the raw generator."""
+        opts, out = self.opts, {}
+        seeds = [opts.seed + i for i in range(len(self.text_b))]
+        with self.timed("as_app_s", "FID/KID of images drawn as the app draws them"):
+            for psi in sorted({1.0, TRUNCATION}, reverse=True):
+                images = generate_as_app(self.loaded.G, self.text_b, seeds, self.device, psi, opts.batch)
+                feats = classify(self.clf, images, self.device, opts.batch)[2]
+                out[f"psi={psi}"] = _distances(feats, *self.real_features, opts.seed)
+        return out
 
     def inception(self) -> dict:
         if self.opts.skip_inception:
@@ -522,6 +546,9 @@ def summary(report: dict) -> str:
         else:
             lines.append(f"  {key} (n={m['n']}): FID {m['fid']:.3f} (floor {m['fid_floor']:.3f}, "
                          f"x{_fmt(m['fid_ratio'])}), KID {m['kid']:.4f} (floor {m['kid_floor']:.4f})")
+    for psi, m in report.get("classifier_features_as_app", {}).items():
+        lines.append(f"  classifier_features as the app draws ({psi}, redraws): FID {m['fid']:.3f} "
+                     f"(x{_fmt(m['fid_ratio'])}), KID {m['kid']:.4f}")
     return "\n".join(lines)
 
 

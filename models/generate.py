@@ -41,6 +41,29 @@ OUTLIER_DISTANCE = 0.3
 MAX_REDRAWS = 4
 
 
+@torch.inference_mode()
+def draw_as_app(net, text: torch.Tensor, seeds: list[int], truncation: float = TRUNCATION,
+                image: torch.Tensor | None = None) -> torch.Tensor:
+    """One image (NCHW, [-1, 1]) per (condition row, seed), as the app draws them: z truncated, and a
+    draw far from its condition's typical image (z = 0) redrawn from the seed's next noise vectors."""
+    z_dim = net.cfg.z_dim
+
+    def draw(rows: list[int], attempt: int) -> torch.Tensor:
+        z = (seed_noise([seeds[i] for i in rows], z_dim, draw=attempt) * truncation).to(text.device)
+        return net(z, text[rows], image[rows] if image is not None else None)
+
+    rows = list(range(len(seeds)))
+    typical = net(torch.zeros(len(rows), z_dim, device=text.device), text, image)
+    out = draw(rows, 0)
+    for attempt in range(1, MAX_REDRAWS + 1):
+        broken = (out - typical).abs().mean(dim=(1, 2, 3)) > OUTLIER_DISTANCE
+        if not broken.any():
+            break
+        redo = broken.nonzero().flatten().tolist()
+        out[redo] = draw(redo, attempt)
+    return out
+
+
 class TextToImage:
     """Loads the EMA generator once; `generate(text_embedding, seeds)` -> 64x64 PIL images."""
 
@@ -86,18 +109,9 @@ class TextToImage:
         text = text_embedding.reshape(1, -1).to(self.device)
         image = image_embedding.reshape(1, -1).to(self.device) if image_embedding is not None else None
 
-        def draw(z: torch.Tensor) -> torch.Tensor:
-            n = len(z)
-            return self.net(z, text.expand(n, -1), image.expand(n, -1) if image is not None else None)
-
-        typical = draw(torch.zeros(1, self.config.z_dim, device=self.device))
-        out = draw(self.noise(seeds))
-        for attempt in range(1, MAX_REDRAWS + 1):
-            broken = (out - typical).abs().mean(dim=(1, 2, 3)) > OUTLIER_DISTANCE
-            if not broken.any():
-                break
-            redo = broken.nonzero().flatten().tolist()
-            out[redo] = draw(self.noise([seeds[i] for i in redo], attempt))
+        n = len(seeds)
+        out = draw_as_app(self.net, text.expand(n, -1), seeds, self.truncation,
+                          image.expand(n, -1) if image is not None else None)
         return tensor_to_images(out)
 
     @torch.inference_mode()

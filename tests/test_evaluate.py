@@ -101,6 +101,10 @@ def test_run_checkpoint_report_and_plots(pack, run_checkpoint, tmp_path):
     assert cf["fid_ratio"] == pytest.approx(cf["fid"] / cf["fid_floor"])
     assert np.isfinite(cf["kid"]) and np.isfinite(cf["kid_floor"])
     assert cf["kid_std"] is None  # 8 images: one KID estimate on all of them, no spread
+    as_app = report["classifier_features_as_app"]
+    assert set(as_app) == {"psi=1.0", "psi=0.5"}
+    for m in as_app.values():  # same real sets: same floor
+        assert m["n"] == 8 and m["fid"] > 0 and m["fid_floor"] == pytest.approx(cf["fid_floor"])
     assert report["inception"] == {"skipped": "--skip-inception"}
     assert set(report["targets"]) == {"gan_test_item_type_ratio", "gan_test_colour_ratio",
                                       "classifier_fid_over_floor"}
