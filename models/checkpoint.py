@@ -7,6 +7,7 @@ different model), and so is the file's sha256 where a SHA256SUMS file beside it 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -48,10 +49,11 @@ def load_checkpoint(path: str | Path, map_location="cpu", required=("state_dict"
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    _check_zip_crcs(path)
-    _check_listed_sha256(path)
+    data = path.read_bytes()  # read once: the CRC and sha256 checks and torch.load all use these bytes
+    _check_zip_crcs(path, data)
+    _check_listed_sha256(path, data)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, anything torch refuses
         raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or any(key not in payload for key in required):
@@ -62,12 +64,11 @@ def load_checkpoint(path: str | Path, map_location="cpu", required=("state_dict"
     return payload
 
 
-def _check_zip_crcs(path: Path) -> None:
-    with open(path, "rb") as fh:
-        if fh.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-            return
+def _check_zip_crcs(path: Path, data: bytes) -> None:
+    if not data.startswith(ZIP_MAGIC):
+        return
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             bad = archive.testzip()  # reads every member: the first whose CRC (or header) is wrong, else None
     except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, ValueError, zlib.error) as exc:
         raise CheckpointError(f"checkpoint {path} is damaged ({exc}); reinstall or re-download the weights") from exc
@@ -76,12 +77,12 @@ def _check_zip_crcs(path: Path) -> None:
                               "reinstall or re-download the weights")
 
 
-def _check_listed_sha256(path: Path) -> None:
+def _check_listed_sha256(path: Path, data: bytes) -> None:
     sums = path.parent / SUMS_NAME
     expected = _listed_digests(sums).get(path.name)
     if expected is None:
         return  # not a shipped file (training runs, temp copies): the CRCs are its check
-    actual = file_sha256(path)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise CheckpointError(
             f"checkpoint {path} does not match {sums}: sha256 {actual}, expected {expected}; reinstall or "
