@@ -248,16 +248,7 @@ class Trainer:
             dist.barrier()
 
     def log_metrics(self, stats: dict) -> None:
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS)
-            if new:
-                writer.writeheader()
-            row = {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
-            row.update({k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)
-                        for k, v in stats.items() if k in METRIC_FIELDS})
-            writer.writerow(row)
+        append_metrics(self.out / "metrics.csv", METRIC_FIELDS, self.step, self.elapsed, stats, digits=4)
 
     @torch.no_grad()
     def save_samples(self) -> None:
@@ -308,6 +299,20 @@ class Trainer:
         torch.set_rng_state(ckpt["rng"]["torch"])
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+
+def append_metrics(path: Path, fields: list[str], step: int, elapsed: float, stats: dict, digits: int) -> None:
+    """One row of a run's metrics.csv (header first when the file is new); finite floats rounded to `digits`,
+    keys outside `fields` left out. Both trainers (GAN, embedding) log through it."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        if new:
+            writer.writeheader()
+        row = {"step": step, "elapsed_s": round(elapsed, 1)}
+        row.update({k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v)
+                    for k, v in stats.items() if k in fields})
+        writer.writerow(row)
 
 
 def _init_distributed() -> tuple[int, int]:

@@ -12,7 +12,6 @@ numbers) and checkpoint.pt; `--resume` continues exactly. `--export PATH` writes
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -38,6 +37,7 @@ from models.embedding import (
 )
 from models.losses import accuracy, auxiliary_loss
 from models.sampling import resolve_device
+from models.train import append_metrics
 
 log = logging.getLogger(__name__)
 
@@ -252,16 +252,7 @@ class EmbeddingTrainer:
         bar.close()
 
     def log_metrics(self, stats: dict) -> None:
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_FIELDS)
-            if new:
-                writer.writeheader()
-            row = {"step": self.step, "elapsed_s": round(self.elapsed, 1)}
-            row.update({k: round(v, 5) if isinstance(v, float) and math.isfinite(v) else v
-                        for k, v in stats.items() if k in METRIC_FIELDS})
-            writer.writerow(row)
+        append_metrics(self.out / "metrics.csv", METRIC_FIELDS, self.step, self.elapsed, stats, digits=5)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def save(self) -> None:
