@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from app.xvfb import start_xvfb, stop_process
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,41 +231,10 @@ def start_display() -> tuple[str, subprocess.Popen | None]:
         if os.environ.get("DISPLAY"):
             return os.environ["DISPLAY"], None
         raise GuiUnavailable("no X server: neither Xvfb nor $DISPLAY (apt-get install xvfb xdotool)")
-    for number in range(200 + os.getpid() % 100, 600):
-        if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
-            continue
-        proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1180x820x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if Path(f"/tmp/.X11-unix/X{number}").exists():
-                return f":{number}", proc
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        _stop(proc)
-    raise GuiUnavailable("could not start Xvfb")
-
-
-def _die_with_parent() -> None:
     try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-
-
-def _stop(proc: subprocess.Popen | None, wait: float = 5.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        return start_xvfb(first=200 + os.getpid() % 100)
+    except RuntimeError as exc:
+        raise GuiUnavailable(str(exc)) from exc
 
 
 def _xdo(display: str, *args: str) -> str:
@@ -347,7 +318,7 @@ def measure_gui(report: Report, turns: int, timeout: float) -> None:
         say("window: starting main.py")
         _measure_app_window(report, display, env, home, floor, turns, timeout)
     finally:
-        _stop(xvfb)
+        stop_process(xvfb)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -361,7 +332,7 @@ def _time_tk_floor(display: str, env: dict) -> float | None:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _measure_app_window(report: Report, display: str, env: dict, home: Path, floor: float | None,
@@ -410,7 +381,7 @@ def _measure_app_window(report: Report, display: str, env: dict, home: Path, flo
         except subprocess.TimeoutExpired:
             report.notes.append("the window did not close on Ctrl+Q within 30 s")
     finally:
-        _stop(proc)
+        stop_process(proc)
         output = out_path.read_text(errors="replace") if out_path.exists() else ""
         if "Traceback" in output:
             report.notes.append(f"main.py printed a traceback: {_tail(out_path)}")

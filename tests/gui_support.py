@@ -2,54 +2,21 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
+
+from app import xvfb as app_xvfb
 
 SCREEN = "1180x820x24"  # the window's default size: a root-window screenshot shows just the app
 
 
 def start_xvfb(screen: str = SCREEN) -> tuple[str, subprocess.Popen]:
     """Start `Xvfb :N` on a free display number; returns (":N", process). Raises RuntimeError if it can't."""
-    if shutil.which("Xvfb") is None:
-        raise RuntimeError("Xvfb is not installed (apt-get install xvfb)")
-    for number in range(90 + os.getpid() % 50, 400):
-        if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
-            continue
-        proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", screen, "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if Path(f"/tmp/.X11-unix/X{number}").exists():
-                return f":{number}", proc
-            if proc.poll() is not None:
-                break  # lost a race for this number: try the next one
-            time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-    raise RuntimeError("could not start Xvfb on any display number")
-
-
-def _die_with_parent() -> None:
-    """Linux: Xvfb gets SIGTERM if the test process dies (a crash must not leave displays behind)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    return app_xvfb.start_xvfb(screen, first=90 + os.getpid() % 50, timeout=15)
 
 
 def stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    app_xvfb.stop_process(proc)
 
 
 class RecordingDialogs:
