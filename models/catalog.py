@@ -69,7 +69,7 @@ class Catalogue:
                 raise CatalogError(f"attribute log-probabilities {key} have shape {logp.shape}, expected "
                                    f"({n}, {len(labels.get(key, []))})")
         self._matrix = self.embeddings.astype(np.float32)  # searched in fp32: fp16 matmul is slow on CPUs
-        self._facets = {"articleType": _folded(self.article_types), "baseColour": _folded(self.colours)}
+        self._facets = {"articleType": _facet_codes(self.article_types), "baseColour": _facet_codes(self.colours)}
         self.path: Path | None = None  # the file it was loaded from, for messages
 
     def __len__(self) -> int:
@@ -113,10 +113,10 @@ class Catalogue:
             return None
         bonus = np.zeros((len(wanted), len(self)), np.float32)
         for q, want in enumerate(wanted):
-            for key, labels in self._facets.items():
-                value = (want or {}).get(key)
-                if value:
-                    bonus[q] += labels == value.casefold()
+            for key, (codes, index) in self._facets.items():
+                code = index.get(((want or {}).get(key) or "").casefold())
+                if code is not None:
+                    bonus[q] += codes == code
         return weight * bonus
 
     def bonus(self, wanted: list[dict], attribute_weight: float, label_weight: float) -> np.ndarray | None:
@@ -271,8 +271,12 @@ SEAL_LENGTH = len(SEAL_PREFIX) + 64
 _END_OF_DIRECTORY = b"PK\x05\x06"
 
 
-def _folded(labels: list[str]) -> np.ndarray:
-    return np.array([(label or "").casefold() for label in labels], dtype=object)
+def _facet_codes(labels: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Labels as integer codes (case folded; compared as ints, not strings) and {folded label: code};
+    the empty label has no code, so an unnamed facet matches nothing."""
+    folded = [(label or "").casefold() for label in labels]
+    index = {label: i for i, label in enumerate(sorted(set(folded) - {""}))}
+    return np.array([index.get(label, -1) for label in folded], dtype=np.int32), index
 
 
 def _seal(path: Path) -> None:
