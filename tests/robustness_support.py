@@ -102,9 +102,9 @@ def torch_threads(n: int):
 @functools.lru_cache(maxsize=1)
 def catalogue_for_tests() -> Path:
     """A catalogue of the fixture pack's first products, embedded with the bundled search model."""
-    from models.catalog import Catalogue
     from models.data import load_table
-    from models.retrieval import SearchModel
+    from models.search.catalog import Catalogue
+    from models.search.retrieval import SearchModel
 
     path = Path(tempfile.mkdtemp(prefix="robustness-catalog-")) / "catalog.npz"
     table = load_table(PACK).subset(range(CATALOG_PRODUCTS))
@@ -114,8 +114,8 @@ def catalogue_for_tests() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def real_service():
-    """app.service.ModelService with the bundled weights and the test catalogue, loaded once per process."""
-    from app.service import ModelService
+    """app.chat.service.ModelService with the bundled weights and the test catalogue, loaded once per process."""
+    from app.chat.service import ModelService
 
     service = ModelService(catalog=catalogue_for_tests(), device="cpu")
     service.load()
@@ -125,7 +125,7 @@ def real_service():
 
 def gui_bot(service, settings=None):
     """A Bot set up as the window's loading job sets it up (app.gui.window.App._load_job)."""
-    from app.bot import Bot
+    from app.chat.bot import Bot
 
     bot = Bot(service, settings)
     bot.catalogue_ready = getattr(service, "retriever", None) is not None

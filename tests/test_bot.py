@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.bot import (
+from app.chat.bot import (
     Bot,
     RequestState,
     analyse_upload,
     colour_family,
     image_colour_family,
 )
-from app.service import Generated
+from app.chat.service import Generated
 
 BLACK, RED, WHITE_BG = (10, 10, 10), (200, 20, 30), (255, 255, 255)
 
@@ -28,7 +28,7 @@ class FakeService:
     """Real detector; generate() draws seeds divisible by 3 in black and the others in red."""
 
     def __init__(self):
-        from app.detector import get_detector
+        from app.chat.detector import get_detector
 
         self.detector = get_detector()
         self.calls: list[tuple[str, list[int]]] = []
@@ -239,8 +239,8 @@ def test_colour_helpers():
 
 def test_latent_variations_match_the_generator_at_zero_strength():
     """'More like this' builds its own latents: at strength 0 they must give the seed's own image."""
-    from app.bot import latent_variations
-    from app.service import ModelService
+    from app.chat.bot import latent_variations
+    from app.chat.service import ModelService
     from models.resources import GENERATOR_WEIGHTS
 
     if not GENERATOR_WEIGHTS.exists():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.catalog import CatalogError, Catalogue, encode_thumbnail, stratified_selection
 from models.images import open_image
+from models.search.catalog import CatalogError, Catalogue, encode_thumbnail, stratified_selection
 
 
 def _tiny(n=6, dim=4):

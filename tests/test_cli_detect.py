@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
-from app.detector import Detection
+from app.chat.detector import Detection
+from app.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = [f.name for f in dataclasses.fields(Detection)]

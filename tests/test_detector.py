@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import detector_eval
-from app.detector import INTENTS, MAX_RUN, Detection, KeywordDetector, _clip, get_detector
+from app.chat.detector import INTENTS, MAX_RUN, Detection, KeywordDetector, _clip, get_detector
+from app.commands import eval_detector as detector_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = ROOT / "tests" / "data" / "chat_messages.jsonl"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.embedding import (
+from models.search.embedding import (
     MINING,
     EmbeddingConfig,
     EmbeddingModel,
@@ -149,9 +149,9 @@ def test_train_embedding_runs_resumes_and_exports(tmp_path, pack_path):
 
     from models.checkpoint import load_checkpoint
     from models.data import load_table
-    from models.retrieval import SearchModel
+    from models.search.retrieval import SearchModel
     from models.train import main as train_main
-    from models.train_embedding import main
+    from models.training.embedding import main
 
     # The fixture holds validation products only: relabel a copy with ids that hash to training.
     table = load_table(pack_path)

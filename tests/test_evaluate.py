@@ -1,4 +1,4 @@
-"""models.evaluate end to end on the fixture pack, with a tiny random generator and a tiny classifier."""
+"""models.metrics.evaluate end to end on the fixture pack, with a tiny random generator and a tiny classifier."""
 from __future__ import annotations
 
 import csv
@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, save_checkpoint
-from models.classifier import ClassifierConfig, ProductClassifier, augment, classify, load_or_train
 from models.config import GANConfig
 from models.data import LabelVocab, is_validation, load_table
-from models.evaluate import generate, inception_path, main, nv_bilinear
+from models.metrics.classifier import ClassifierConfig, ProductClassifier, augment, classify, load_or_train
+from models.metrics.evaluate import generate, inception_path, main, nv_bilinear
 from models.networks import Discriminator, Generator
-from models.train import export_generator
+from models.training.gan import export_generator
 from tests.conftest import FIXTURES
 
 PLOTS = ["gan_test_types.png", "gan_test_colours.png", "gan_test_confusion.png", "samples.png"]
@@ -147,7 +147,7 @@ def test_missing_checkpoint_exits_with_an_error(pack, tmp_path):
 
 
 def test_generation_is_seed_addressable(run_checkpoint):
-    from models.evaluate import load_generator
+    from models.metrics.evaluate import load_generator
 
     G = load_generator(run_checkpoint, torch.device("cpu")).G
     text = torch.nn.functional.normalize(torch.randn(3, 384), dim=1)

@@ -167,7 +167,7 @@ def test_frozen_detect_matches_source(bundle: Path, listing_before: dict, frozen
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == len(DETECT_TEXTS)
 
-    from app.detector import get_detector
+    from app.chat.detector import get_detector
 
     detector = get_detector()
     for text, got in zip(DETECT_TEXTS, lines):

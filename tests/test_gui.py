@@ -57,7 +57,7 @@ def _restore_torch_threads():
 
 @pytest.fixture(scope="session")
 def service():
-    from app.service import ModelService
+    from app.chat.service import ModelService
     from models.resources import GENERATOR_WEIGHTS
 
     if not GENERATOR_WEIGHTS.exists():
@@ -87,8 +87,8 @@ class Wrapped:
 def make_app(display, tmp_path, request):
     import tkinter as tk
 
+    from app.chat.storage import Settings, Storage
     from app.gui.window import App
-    from app.storage import Settings, Storage
 
     apps = []
 
@@ -202,7 +202,7 @@ def test_send_button_and_more_like_this(make_app):
 
 
 def test_messages_sent_while_loading_are_answered_and_ui_stays_responsive(make_app):
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     app = make_app(service_factory=lambda device: ModelService(device=device))  # a real, cold load
     assert app.model_state == "loading"
@@ -456,7 +456,7 @@ def test_similar_products_strip_under_images(make_app, service):
 
 @pytest.mark.parametrize("content", [None, b"this is not a checkpoint"], ids=["missing", "corrupt"])
 def test_missing_or_corrupt_weights_show_a_dialog_naming_the_file(make_app, tmp_path, content):
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     weights = tmp_path / "generator.pt"
     if content is not None:
@@ -477,7 +477,7 @@ def test_worker_error_appears_in_chat_and_log(make_app, service, caplog):
 
     app = make_app(service_factory=lambda device: Wrapped(service, generate=explode))
     wait_ready(app)
-    with caplog.at_level(logging.ERROR, logger="app.worker"):
+    with caplog.at_level(logging.ERROR, logger="app.chat.worker"):
         bubble = send(app, "a red dress")
     assert "the generator exploded" in texts(bubble)
     assert any("the generator exploded" in (r.exc_text or "") + r.getMessage() for r in caplog.records) or \
@@ -508,7 +508,7 @@ def test_gpu_setting_without_a_gpu_falls_back_to_cpu(make_app):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from app.storage import Settings
+    from app.chat.storage import Settings
 
     app = make_app()
     wait_ready(app)
@@ -522,7 +522,7 @@ def test_gpu_setting_without_a_gpu_falls_back_to_cpu(make_app):
 
 
 def test_long_conversations_stay_smooth(make_app):
-    from app.bot import Chip, Reply, ShownImage
+    from app.chat.bot import Chip, Reply, ShownImage
     from app.gui.chat import MAX_LIVE_SETS
 
     app = make_app(autoload=False)
@@ -561,7 +561,7 @@ def test_window_shows_before_any_heavy_import(display, tmp_path):
     import sys
 
     code = ("import sys, tkinter as tk\n"
-            "from app.cli import build_parser\n"
+            "from app.commands.cli import build_parser\n"
             "build_parser()\n"
             "from app.gui.window import App\n"
             "root = tk.Tk()\n"

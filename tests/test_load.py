@@ -1,6 +1,6 @@
 """Under load: requests sent as fast as possible through the window's path, without Tk.
 
-The window submits each message to `app.worker.Worker` as a job calling `Bot.respond` and matches
+The window submits each message to `app.chat.worker.Worker` as a job calling `Bot.respond` and matches
 the events to the message by request id. Here 200 messages are submitted in one burst (faster than
 any typist) to the real ModelService (bundled generator, test catalogue): every one must be answered
 once, in order, with the answer to *that* message. A second test hammers the worker alone (fast fake
@@ -14,7 +14,7 @@ import time
 import pytest
 from robustness_support import counting, gui_bot, real_service, torch_threads
 
-from app.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Worker
+from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Worker
 
 REQUESTS = 200
 WAIT_S = 900             # the longest the burst may take on a busy machine (about 60 s measured)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from models.metrics import (
+from models.metrics.scores import (
     accuracy,
     binary_scores,
     feature_statistics,

@@ -28,7 +28,7 @@ import pytest
 import torch
 from robustness_support import ROOT, counting, gui_bot, real_service, torch_threads
 
-from app.storage import MAX_HISTORY, Storage
+from app.chat.storage import MAX_HISTORY, Storage
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.resources import GENERATOR_WEIGHTS
 
@@ -152,7 +152,7 @@ def load_generator(path):
 
 
 def load_search_model(path):
-    from models.retrieval import SearchModel
+    from models.search.retrieval import SearchModel
 
     return SearchModel(path)
 
@@ -208,7 +208,7 @@ def test_bit_flipped_weights_are_detected(tmp_path, tally):
 
 def test_service_load_names_the_damaged_weights(tmp_path, tally):
     """What the window's loading job does: ModelService.load raises CheckpointError naming the file."""
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     cases = [("missing", tmp_path / "gone.pt")]
     cases += [(w, p) for w, p in malicious_checkpoints(tmp_path) if w == "torch.save with code"]
@@ -277,8 +277,8 @@ def broken_deflate(good: Path, path: Path) -> Path:
 def test_damaged_catalogue_is_a_clear_error(service, tmp_path, tally):
     """ModelService.load_catalog (what load() and the window call) on each damaged catalogue: CatalogError
     or CheckpointError naming the file, no pickled code run; the good catalogue still loads after."""
-    from app.service import ModelService
-    from models.catalog import CatalogError
+    from app.chat.service import ModelService
+    from models.search.catalog import CatalogError
 
     good = Path(service.catalog)
     for what, path in catalogue_variants(good, tmp_path):
@@ -298,7 +298,7 @@ def test_app_works_without_its_catalogue(service, tmp_path, tally, damage):
     """The window's loading job with a damaged catalogue: load() succeeds, says why similar products are
     unavailable (naming the file), and requests still get images. (If load() raised, the window would
     take it for a generator failure and stop drawing images altogether.)"""
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     good, bad = Path(service.catalog), tmp_path / "catalog.npz"
     if damage == "truncated":
@@ -330,7 +330,7 @@ def test_app_works_without_its_catalogue(service, tmp_path, tally, damage):
 
 WRITER = r"""
 import sys
-from app.storage import Storage
+from app.chat.storage import Storage
 storage = Storage(sys.argv[1])
 history = storage.load_history()
 assert history.notice is None, history.notice

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from robustness_support import counting
 
-from app.bot import Bot
-from app.detector import INTENTS, MAX_CHARS, get_detector
-from app.service import Generated
-from app.storage import Storage
+from app.chat.bot import Bot
+from app.chat.detector import INTENTS, MAX_CHARS, get_detector
+from app.chat.service import Generated
+from app.chat.storage import Storage
 
 LONG = 100_000           # characters in the long inputs
 CPU_LIMIT_LONG_S = 3.0   # CPU seconds for one call on 100,000 characters (0.1-0.4 s measured)

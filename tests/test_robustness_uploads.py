@@ -311,7 +311,7 @@ def service():
 
 def attach(bot, path: Path, text: str = ""):
     """app.gui.window.App.attach_path's job, without Tk."""
-    from app.bot import Reply
+    from app.chat.bot import Reply
     from app.gui.window import open_upload
 
     try:

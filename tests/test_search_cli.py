@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.cli import main
+from app.commands.cli import main
 from tests.conftest import FIXTURES, ROOT
 
 pytestmark = pytest.mark.skipif(not (ROOT / "weights" / "embedding.pt").exists(),
@@ -64,7 +64,7 @@ def product_image(tmp_path_factory, pack_path):
 # ---- index ---------------------------------------------------------------------------------------
 
 def test_index_from_pack_and_kaggle_layout(capsys, catalog, tmp_path):
-    from models.catalog import Catalogue
+    from models.search.catalog import Catalogue
 
     cat = Catalogue.load(catalog)
     assert len(cat) == 240 and cat.dim > 0
@@ -102,7 +102,7 @@ def test_text_search_prints_ranked_json(capsys, catalog):
     assert len(hits) == 5
     assert set(hits[0]) == {"id", "title", "articleType", "baseColour", "score"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    # Type precision is measured by models.evaluate_retrieval; here: the query lands on black shoes.
+    # Type precision is measured by models.metrics.evaluate_retrieval; here: the query lands on black shoes.
     assert sum(h["articleType"].endswith("Shoes") and h["baseColour"] == "Black" for h in hits) >= 3
     assert sum(h["baseColour"] == "Black" for h in hits) >= 3
 
@@ -110,7 +110,7 @@ def test_text_search_prints_ranked_json(capsys, catalog):
 def test_named_facets_come_first_and_the_embedding_ranks_within_them(capsys, catalog):
     """Every product whose type and colour match what the text names ranks above the others (the
     catalogue-label facets), whatever their cosine; then products matching one of the two."""
-    from models.catalog import Catalogue
+    from models.search.catalog import Catalogue
 
     cat = Catalogue.load(catalog)
     cells = Counter(zip(cat.article_types, cat.colours))
@@ -167,7 +167,7 @@ def test_queries_file_gives_one_line_per_query_in_order(capsys, catalog, product
 
 
 def test_expansion_uses_the_generator_when_on(capsys, catalog, tiny_generator):
-    from models.retrieval import EXPAND_DEFAULT
+    from models.search.retrieval import EXPAND_DEFAULT
 
     code, out, _ = run(capsys, "search", "red dress", "--catalog", catalog, "--weights", tiny_generator, "--k", "3")
     assert code == 0
@@ -239,7 +239,7 @@ def test_search_argument_and_catalogue_errors(capsys, catalog, tmp_path):
 
 
 def test_catalogue_from_another_model_is_refused(capsys, catalog, tmp_path):
-    from models.catalog import Catalogue
+    from models.search.catalog import Catalogue
 
     cat = Catalogue.load(catalog)
     cat.meta["model"] = "0123456789abcdef"
@@ -297,7 +297,7 @@ def test_subprocess_reports_bad_image_with_exit_2(catalog, tmp_path):
 def test_service_load_sets_torch_threads_as_decided(catalog, tiny_generator, monkeypatch):
     import torch
 
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     before = torch.get_num_threads()
     try:
@@ -312,7 +312,7 @@ def test_service_load_sets_torch_threads_as_decided(catalog, tiny_generator, mon
 
 
 def test_service_search_api(catalog, tiny_generator, product_image):
-    from app.service import Generated, ModelService
+    from app.chat.service import Generated, ModelService
 
     path, row = product_image
     service = ModelService(weights=tiny_generator, catalog=catalog, device="cpu")
@@ -338,8 +338,8 @@ def test_service_search_api(catalog, tiny_generator, product_image):
 
 
 def test_service_load_survives_a_missing_catalogue(tiny_generator, tmp_path):
-    from app.service import ModelService
-    from models.catalog import CatalogError
+    from app.chat.service import ModelService
+    from models.search.catalog import CatalogError
 
     messages = []
     service = ModelService(weights=tiny_generator, catalog=tmp_path / "none.npz", device="cpu")

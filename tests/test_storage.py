@@ -8,8 +8,8 @@ import time
 import pytest
 from PIL import Image
 
-from app import storage
-from app.storage import Settings, Storage
+from app.chat import storage
+from app.chat.storage import Settings, Storage
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_messages_past_the_cap_move_to_the_archive_once(home, caplog):
     st = Storage()
     held = st.save_history([{"role": "user", "text": str(i)} for i in range(storage.MAX_HISTORY - 1)])
     assert st.load_archive() == []
-    with caplog.at_level("INFO", logger="app.storage"):
+    with caplog.at_level("INFO", logger="app.chat.storage"):
         for i in range(storage.MAX_HISTORY - 1, storage.MAX_HISTORY + 5):
             held = st.save_history([*held, {"role": "user", "text": str(i), "odd": "\ud800"}], {"s": i})
     archived, kept = Storage().load_archive(), Storage().load_history().messages

@@ -10,9 +10,9 @@ import torch
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.config import GANConfig, TrainConfig
-from models.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from models.networks import Discriminator, Generator
-from models.train import Trainer
+from models.training.gan import Trainer
+from models.training.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from tests.conftest import ROOT
 
 TINY = GANConfig(g_width=8, d_width=8, z_dim=16, cond_dim=16, n_article_types=5, n_colours=4)
@@ -153,7 +153,7 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
 
 
 def test_mode_seeking_loss_penalises_ignoring_the_seed():
-    from models.losses import mode_seeking_loss
+    from models.training.losses import mode_seeking_loss
 
     z = torch.randn(8, 16)
     same = torch.zeros(8, 3, 4, 4)

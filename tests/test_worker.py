@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Worker
+from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Worker
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_errors_are_logged_and_become_events(worker, caplog):
     def boom(job):
         raise ValueError("bad input")
 
-    with caplog.at_level(logging.ERROR, logger="app.worker"):
+    with caplog.at_level(logging.ERROR, logger="app.chat.worker"):
         rid = worker.submit(boom, group="chat")
         events = events_until_done(worker, [rid])
     error = events[-1]

@@ -7,7 +7,7 @@ Image sets beyond the newest `MAX_LIVE_SETS` are folded into a one-line "Show ag
 releases their PhotoImages, so memory stays flat in long conversations.
 
 The view knows nothing about models: it calls the callbacks it was given (`ChatActions`) and renders
-`app.bot.Reply` objects (or their history records).
+`app.chat.bot.Reply` objects (or their history records).
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ class Bubble(tk.Frame):
         return row
 
     def show_reply(self, reply) -> None:
-        """Render an app.bot.Reply into this (pending) bubble."""
+        """Render an app.chat.bot.Reply into this (pending) bubble."""
         self.clear()
         if reply.kind == "error":
             self.configure(bg=ERROR_BG)

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from tkinter import ttk
 
+from app.chat.storage import SavedImage, Storage, read_saved
 from app.gui import to_photo
-from app.storage import SavedImage, Storage, read_saved
 
 log = logging.getLogger(__name__)
 

@@ -149,7 +149,7 @@ def describe_text(info: dict | None) -> str:
     parts = [str(info[k]) for k in ("baseColour", "articleType", "gender") if info.get(k)]
     if not parts:
         return ""
-    from app.bot import _confidence_note
+    from app.chat.bot import _confidence_note
 
     note = _confidence_note(info.get("confidence"))
     return "Looks like: " + " \u00b7 ".join(parts) + (f"\n{note.strip('()')}" if note else "")

@@ -20,12 +20,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from tkinter import ttk
 
+from app.chat.storage import Settings, Storage, user_log_dir
+from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
 from app.gui import BG, Dialogs, configure_styles, drops
 from app.gui.chat import ChatActions, ChatView
 from app.gui.saved import SavedTab
 from app.gui.upload import UploadActions, UploadTab
-from app.storage import Settings, Storage, user_log_dir
-from app.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def limit_cpu_threads() -> int:
 
 def default_service_factory(catalog: str | None = None) -> Callable[[str], object]:
     def make(device: str):
-        from app.service import ModelService  # imported on the worker thread: the window is already up
+        from app.chat.service import ModelService  # imported on the worker thread: the window is already up
 
         return ModelService(catalog=catalog, device=device)
 
@@ -366,7 +366,7 @@ class App:
             self.load_error = error
             self.service, self.bot = service, None
         else:
-            from app.bot import Bot
+            from app.chat.bot import Bot
 
             bot = Bot(service, self.settings, state=state)
             bot.catalogue_ready = similar
@@ -470,7 +470,7 @@ class App:
 
     def redraw(self, bubble, record: dict) -> int:
         """Draw a folded or restored image set again, in place."""
-        from app.bot import Chip
+        from app.chat.bot import Chip
 
         bubble.pending("Drawing again \u2026")
 
@@ -509,7 +509,7 @@ class App:
                 image = open_upload(path)
             except ValueError as exc:
                 log.warning("upload refused: %s", exc)
-                from app.bot import Reply
+                from app.chat.bot import Reply
 
                 return Reply(f"I couldn't use that file: {exc}", "error")
             reply = self._bot().respond_image(image, text, name, job.check)
@@ -558,7 +558,7 @@ class App:
 
     def generate_variants(self, image, text: str) -> int:
         def job(job: Job):
-            from app.bot import _pick_seeds, analyse_upload
+            from app.chat.bot import _pick_seeds, analyse_upload
 
             bot = self._bot()
             detection = bot.service.detect(text) if text else None
@@ -623,7 +623,7 @@ class App:
 
     def _welcome(self) -> None:
         """A first bot message with examples (not stored: it is not part of the conversation)."""
-        from app.bot import EXAMPLES, REFINE_EXAMPLES
+        from app.chat.bot import EXAMPLES, REFINE_EXAMPLES
 
         self.chat.add_bot_text(
             "Hi! Tell me what you're looking for and I'll draw a few ideas. Try "
@@ -783,7 +783,7 @@ def run_app(args=None) -> None:
     try:
         root = tk.Tk(className="FashionGAN")
     except tk.TclError as exc:
-        from app.cli import CliError
+        from app.commands.errors import CliError
 
         raise CliError(f"cannot open the window ({exc}); the command line works without a display: "
                        f"see `main.py --help`") from exc

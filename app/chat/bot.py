@@ -12,7 +12,7 @@ the tests inspect and the history stores. The bot keeps the state of the current
 - excluded colours ("not black") never reach the caption, and images or products that look like an
   excluded colour are left out (new seeds are drawn in their place).
 
-The service is `app.service.ModelService` (or any object with `detect` and `generate`); the optional
+The service is `app.chat.service.ModelService` (or any object with `detect` and `generate`); the optional
 catalogue methods (`similar_products`, `describe_image`, `variants`) are used when present.
 All methods here run on the worker thread: they may take seconds.
 """
@@ -239,7 +239,7 @@ def state_from_detection(detection) -> RequestState:
 
 
 class Settingslike:
-    """What the bot reads from the app settings (app.storage.Settings has these fields)."""
+    """What the bot reads from the app settings (app.chat.storage.Settings has these fields)."""
 
     images_per_request: int = 4
     seed_mode: str = "random"
@@ -649,7 +649,7 @@ def _noise(generator, seeds: list[int], attempt: int = 0):
     try:
         from models.sampling import seed_noise
     except ImportError:  # older layout
-        from models.train import seed_noise
+        from models.sampling import seed_noise
     return seed_noise(seeds, generator.config.z_dim).to(getattr(generator, "device", "cpu")) * float(
         getattr(generator, "truncation", 1.0))
 

@@ -1,6 +1,6 @@
 """Plain metric functions on numpy arrays: FID, KID, binary classification scores, ROC AUC.
 
-No model code here: `models.evaluate` extracts the features and calls these.
+No model code here: `models.metrics.evaluate` extracts the features and calls these.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The GAN-test classifier: a small CNN that names the item type and the colour of a 64x64 photo.
 
 Trained once on the real training-split photos (the ones the GAN learned from), seeded, and cached
-as a checkpoint keyed by the data and its settings. `models.evaluate` scores generated images with it
+as a checkpoint keyed by the data and its settings. `models.metrics.evaluate` scores generated images with it
 (GAN-test accuracy) and uses its penultimate features for a fast FID/KID.
 """
 from __future__ import annotations

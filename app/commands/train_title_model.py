@@ -1,6 +1,6 @@
 """Build the detector's title model: word-count naive Bayes over product titles -> articleType.
 
-    python -m app.train_title_model --meta ../shared/data/fpi64/dev_meta.csv
+    python -m app.commands.train_title_model --meta ../shared/data/fpi64/dev_meta.csv
 
 Reads `productDisplayName` and `articleType` of the rows in the training part of a deterministic split by id
 (`split_of(id)`: crc32 of the id, 80% train / 20% held out) and writes `assets/title_nb.json`:
@@ -24,7 +24,7 @@ from pathlib import Path
 ALPHA = 0.1            # additive smoothing of word counts
 MIN_WORD_COUNT = 2     # words seen fewer times in all training titles are dropped (keeps the asset small)
 HELD_OUT_PERCENT = 20  # share of ids in the held-out evaluation split
-OUT_PATH = Path(__file__).resolve().parent.parent / "assets" / "title_nb.json"
+OUT_PATH = Path(__file__).resolve().parents[2] / "assets" / "title_nb.json"
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 

@@ -1,4 +1,4 @@
-"""Train the search embedding: `python -m models.train_embedding --data PACK.npz --out runs/embed`.
+"""Train the search embedding: `python -m models.training.embedding --data PACK.npz --out runs/embed`.
 
 Images and captions of the training split (the validation split, `models.data.is_validation`, stays
 out) go into one space with triplet losses mined in the batch: label level (same item type and
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from models.augment import translation
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import add_dataclass_options, config_from_args
 from models.data import CaptionBank, LabelVocab, load_table
-from models.embedding import (
+from models.sampling import resolve_device
+from models.search.embedding import (
     MINING,
     EmbeddingConfig,
     EmbeddingModel,
@@ -35,9 +35,9 @@ from models.embedding import (
     product_masks,
     triplet_loss,
 )
-from models.losses import accuracy, auxiliary_loss
-from models.sampling import resolve_device
-from models.train import append_metrics
+from models.training.augment import translation
+from models.training.losses import accuracy, auxiliary_loss
+from models.training.runs import append_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Evaluate a generator: `python -m models.evaluate --checkpoint runs/gan-v1/checkpoint.pt --out DIR`.
+"""Evaluate a generator: `python -m models.metrics.evaluate --checkpoint runs/gan-v1/checkpoint.pt --out DIR`.
 
 Writes DIR/report.json and a few PNG plots. Everything is measured on the held-out products
 (`ProductTable.split(validation=True)`), which the GAN never saw:
@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import plots
 from models.captions import canonical_caption
 from models.checkpoint import CheckpointError, load_checkpoint
-from models.classifier import ClassifierConfig, classify, load_or_train, uint8_to_input
 from models.config import GANConfig
 from models.data import caption_variants, load_table
 from models.generate import TRUNCATION, draw_as_app
-from models.metrics import accuracy, binary_scores, fid_from_features, kid_from_features, roc_auc
+from models.metrics import plots
+from models.metrics.classifier import ClassifierConfig, classify, load_or_train, uint8_to_input
+from models.metrics.scores import accuracy, binary_scores, fid_from_features, kid_from_features, roc_auc
 from models.networks import Discriminator, Generator
 from models.resources import GENERATOR_WEIGHTS
 from models.sampling import resolve_device, seed_noise

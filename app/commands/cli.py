@@ -12,11 +12,9 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 
+from app.commands.errors import CliError
+
 log = logging.getLogger(__name__)
-
-
-class CliError(Exception):
-    """Bad input from the user: printed as `error: <message>`, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +42,7 @@ def print_json_lines(objects: Iterable[dict]) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from app.detector import get_detector
+    from app.chat.detector import get_detector
 
     detector = get_detector()
     print_json_lines(detector(text).to_dict() for text in read_messages(args.texts))
@@ -80,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_registrars():
-    """Each feature module adds its own subcommands; imported lazily so --help stays fast."""
-    from app import commands
+    """Each command module adds its own subcommands (`register(subparsers)`, handlers set with
+    `set_defaults(func=...)`); the handlers import their heavy modules themselves, so --help stays fast."""
+    from app.commands import bench, eval_detector, generate, search
 
-    return commands.REGISTRARS
+    return [generate.register, eval_detector.register, search.register, bench.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Measure search quality on products the embedding never saw: `python -m models.evaluate_retrieval`.
+"""Measure search quality on products the embedding never saw: `python -m models.metrics.evaluate_retrieval`.
 
 The catalogue is built from the validation split of the pack only (`models.data.is_validation`), and
 every query comes from it too:
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.catalog import Catalogue
 from models.data import load_table
-from models.retrieval import (
+from models.search.catalog import Catalogue
+from models.search.retrieval import (
     ATTRIBUTE_WEIGHT,
     COMPOSE_IMAGE_WEIGHT,
     COMPOSE_OLD_WEIGHT,
@@ -251,7 +251,7 @@ def _with_ablations(results: dict, defaults: str) -> dict:
 
 def _detector():
     try:
-        from app.detector import get_detector
+        from app.chat.detector import get_detector
 
         return get_detector()
     except Exception as exc:  # noqa: BLE001 - the evaluation still runs on lower-cased text

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.cli import CliError
+from app.commands.errors import CliError
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from app.service import ModelService, pick_seeds
+    from app.chat.service import ModelService, pick_seeds
     from models.checkpoint import CheckpointError
 
     if not 1 <= args.n <= 64:

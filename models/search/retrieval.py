@@ -7,7 +7,7 @@
   ("in red", "as a dress") changes what it names; the query is
   image_weight * image + text(modified caption) - old_weight * text(original caption).
 
-The fusion weights below were chosen with `python -m models.evaluate_retrieval` (see its report).
+The fusion weights below were chosen with `python -m models.metrics.evaluate_retrieval` (see its report).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 from models.captions import canonical_caption
-from models.catalog import CatalogError, Catalogue
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import IMAGE_SIZE, square_on_white
-from models.embedding import EmbeddingConfig, EmbeddingModel
 from models.resources import ASSETS_DIR, WEIGHTS_DIR
+from models.search.catalog import CatalogError, Catalogue
+from models.search.embedding import EmbeddingConfig, EmbeddingModel
 
 EMBEDDING_WEIGHTS = WEIGHTS_DIR / "embedding.pt"
 DEFAULT_CATALOG = ASSETS_DIR / "catalog" / "catalog.npz"

@@ -2,7 +2,8 @@
 
 Three test sets:
 
-1. Product titles (`--meta dev_meta.csv`): only the held-out 20% of ids (`app.train_title_model.split_of`), since
+1. Product titles (`--meta dev_meta.csv`): only the held-out 20% of ids
+   (`app.commands.train_title_model.split_of`), since
    the title model is trained on the other 80%.
    - article type: gold = `articleType`, prediction = the first detected article type;
    - colour: rows whose title names the `baseColour` (rule below), prediction = the first detected colour;
@@ -39,9 +40,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from app.cli import CliError
+from app.commands.errors import CliError
 
-DEFAULT_CHAT = Path(__file__).resolve().parent.parent / "tests" / "data" / "chat_messages.jsonl"
+DEFAULT_CHAT = Path(__file__).resolve().parents[2] / "tests" / "data" / "chat_messages.jsonl"
 CATALOGUE_COLOURS = [
     "Beige", "Black", "Blue", "Bronze", "Brown", "Burgundy", "Charcoal", "Coffee Brown", "Copper", "Cream",
     "Fluorescent Green", "Gold", "Green", "Grey", "Grey Melange", "Khaki", "Lavender", "Lime Green", "Magenta",
@@ -177,7 +178,7 @@ def eval_chat(detector, rows: list[dict], errors: list | None = None) -> dict:
 
 
 def eval_titles(detector, meta_path: str | Path, errors: list | None = None, every: int = 1) -> dict:
-    from app.train_title_model import read_titles
+    from app.commands.train_title_model import read_titles
 
     rows = read_titles(meta_path, "heldout")[::every]
     article, colour, gender, brand_first = LabelScore(), LabelScore(), LabelScore(), LabelScore()
@@ -246,7 +247,7 @@ def measure_speed(detector, texts: list[str], count: int = SPEED_MESSAGES) -> di
 
 def run(meta: str | None, fashioniq: str | None, chat: str | None, errors: list | None = None,
         speed_messages: int = SPEED_MESSAGES) -> dict:
-    from app.detector import KeywordDetector
+    from app.chat.detector import KeywordDetector
 
     for path, what in ((meta, "--meta"), (fashioniq, "--fashioniq"), (chat, "--chat")):
         if path and not os.path.exists(path):

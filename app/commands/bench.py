@@ -32,16 +32,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from app.xvfb import start_xvfb, stop_process
+from app.commands.xvfb import start_xvfb, stop_process
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the source tree (bench runs main.py from it)
 DEFAULT_TURNS = 50           # chat turns timed; the README table uses at least 50
 DEFAULT_REPS = 20            # timed repetitions of each model call (after one warm-up)
 GEN_BATCHES = (1, 4, 16)     # generator batch sizes
 TURN_IMAGES = 4              # images per chat turn (the app's default setting)
-SIMILAR_K = 16               # products a chat turn asks the catalogue for (app.bot: SIMILAR_K + 8)
+SIMILAR_K = 16               # products a chat turn asks the catalogue for (app.chat.bot: SIMILAR_K + 8)
 TRAIN_STEPS = 3              # timed training steps (after one warm-up step)
 GUI_TURNS = 3                # requests typed into the window once the models are ready
 GUI_TIMEOUT_S = 600          # longest wait for the window's models and answers (a loaded machine is slow)
@@ -419,7 +419,7 @@ def _tail(path: Path, n: int = 300) -> str:
 
 
 def load_service(report: Report, device: str, threads: int = 0):
-    from app.service import ModelService
+    from app.chat.service import ModelService
 
     say("loading the models (ModelService.load) ...")
     service = ModelService(device=device, threads=threads)
@@ -573,8 +573,8 @@ def run_turns(service, prompts: list[str], clear_cache: bool = True,
     """Each prompt as the window sends it: a Worker job calling Bot.respond (every prompt names a new item,
     so each is a new request). Returns seconds from submit to the result event, captions and replies.
     `after(prompt, reply)` runs after each turn, untimed (the floor is measured there, next to its turn)."""
-    from app.bot import Bot
-    from app.worker import CANCELLED, ERROR, RESULT, Worker
+    from app.chat.bot import Bot
+    from app.chat.worker import CANCELLED, ERROR, RESULT, Worker
 
     worker = Worker(name="bench-worker").start()
     catalogue_ready = getattr(service, "retriever", None) is not None
@@ -699,7 +699,7 @@ def measure_training(report: Report, device: str, steps: int) -> None:
     from models.checkpoint import load_checkpoint
     from models.config import TrainConfig
     from models.resources import GENERATOR_WEIGHTS
-    from models.train import Trainer
+    from models.training.gan import Trainer
 
     pack = ROOT / "tests" / "fixtures" / "pack" / "mini.npz"
     if not pack.exists():
@@ -824,7 +824,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from app.cli import CliError
+    from app.commands.errors import CliError
 
     if args.turns < 1 or args.reps < 1 or args.train_steps < 1:
         raise CliError("--turns, --reps and --train-steps must be at least 1")

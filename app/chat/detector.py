@@ -11,7 +11,7 @@ A spaCy pipeline on `spacy.blank("en")` (no downloaded model):
                         as tie-breaker/fallback, intent; stores a plain dict in `doc._.fashion`
 
 The vocabulary lives in `assets/lexicon.json`; the title model (word-count naive Bayes over product titles, built by
-`app/train_title_model.py`) in `assets/title_nb.json`.
+`app/commands/train_title_model.py`) in `assets/title_nb.json`.
 
 Keyword labels ("KIND:value"): "ARTICLE_TYPE:Tshirts", "NOT_ARTICLE_TYPE:Tshirts" (a negated item, left out of
 article_types), "COLOUR:Navy Blue", "NOT_COLOUR:Black", "GENDER:Men", "USAGE:Formal", "ATTRIBUTE:pattern=striped",
@@ -280,7 +280,7 @@ def typo_collisions(words: Iterable[str], lexicon_path: str | Path | None = None
 
 
 class TitleModel:
-    """Multinomial naive Bayes over lower-case title words (see app/train_title_model.py for the file format)."""
+    """Multinomial naive Bayes over lower-case title words (file format: app/commands/train_title_model.py)."""
 
     def __init__(self, data: dict):
         self.classes: list[str] = data["classes"]

@@ -74,3 +74,13 @@ def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) ->
     image_dist = (fake[:half] - fake[half : 2 * half]).abs().mean()
     noise_dist = (z[:half] - z[half : 2 * half]).abs().mean()
     return 1 / (image_dist / noise_dist + eps)
+
+
+def bounded_diversity_loss(a: torch.Tensor, b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                           ceiling: float) -> torch.Tensor:
+    """DSGAN (Yang et al. 2019): reward image distance per unit of noise distance, up to `ceiling`, so
+    two seeds of one condition differ, but only as much as a faithful variant may (and the term stays
+    bounded while the noise still has no effect)."""
+    image_dist = (a - b).abs().mean(dim=(1, 2, 3))
+    noise_dist = (z_a - z_b).abs().mean(dim=1)
+    return -(image_dist / noise_dist).clamp(max=ceiling).mean()

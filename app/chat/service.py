@@ -65,7 +65,7 @@ class ModelService:
         return value
 
     def _load_detector(self):
-        from app.detector import get_detector
+        from app.chat.detector import get_detector
 
         return get_detector()
 
@@ -92,7 +92,7 @@ class ModelService:
 
     def detect(self, text: str):
         if self.detector is None:
-            from app.detector import get_detector
+            from app.chat.detector import get_detector
 
             self.detector = get_detector()
         return self.detector(text)
@@ -104,7 +104,7 @@ class ModelService:
     # ---- catalogue search (issue 5) -------------------------------------------------------------
     # The embedding model and catalogue load apart from the generator, so search works without it.
     embedding_weights: str | Path | None = None  # embedding checkpoint; None = weights/embedding.pt
-    retriever = None  # models.retrieval.Retriever once load_catalog() has run (not a field)
+    retriever = None  # models.search.retrieval.Retriever once load_catalog() has run (not a field)
     catalog_error = None  # why load() could not load the catalogue (str), else None (not a field)
 
     def load_catalog(self, progress: Progress = lambda message: None) -> None:
@@ -114,8 +114,8 @@ class ModelService:
             if self.retriever is not None:
                 return
             self._limit_threads()
-            from models.catalog import Catalogue
-            from models.retrieval import DEFAULT_CATALOG, Retriever, SearchModel
+            from models.search.catalog import Catalogue
+            from models.search.retrieval import DEFAULT_CATALOG, Retriever, SearchModel
 
             progress("loading search model ...")
             model = self._timed("search_model", lambda: SearchModel(self.embedding_weights))
@@ -152,11 +152,11 @@ class ModelService:
     def similar_products(self, caption: str | None = None, images: list | None = None, k: int = 8) -> list[dict]:
         """Catalogue products like a caption (the detected one), like images, or like both: a caption
         with generated images fuses them as the synthetic query expansion does (the images' mean
-        embedding weighted by models.retrieval.EXPANSION_WEIGHT, so the caption leads).
+        embedding weighted by models.search.retrieval.EXPANSION_WEIGHT, so the caption leads).
         Dicts: id, title, articleType, baseColour, score, thumbnail (PIL image, 64x64)."""
         import numpy as np
 
-        from models.retrieval import EXPANSION_WEIGHT, Query, normalise
+        from models.search.retrieval import EXPANSION_WEIGHT, Query, normalise
 
         retriever = self._search_ready()
         images = [self._as_image(img) for img in (images or [])]

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from app.cli import CliError
+from app.commands.errors import CliError
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ def _open(path: str, where: str = ""):
 
 
 def _service(args, need_generator: bool):
-    from app.service import ModelService
-    from models.catalog import CatalogError
+    from app.chat.service import ModelService
     from models.checkpoint import CheckpointError
+    from models.search.catalog import CatalogError
 
     service = ModelService(weights=args.weights, catalog=getattr(args, "catalog", None), device=args.device,
                            embedding_weights=args.embedding)
@@ -133,7 +133,7 @@ def _generator_for_expansion(service, args) -> None:
 
 
 def run_search(args: argparse.Namespace) -> None:
-    from models.retrieval import EXPAND_DEFAULT, EXPANSION_WEIGHT
+    from models.search.retrieval import EXPAND_DEFAULT, EXPANSION_WEIGHT
 
     if not 1 <= args.k <= MAX_K:
         raise CliError(f"--k must be between 1 and {MAX_K}")
@@ -164,7 +164,7 @@ def run_search(args: argparse.Namespace) -> None:
 # ---- variants -----------------------------------------------------------------------------------
 
 def run_variants(args: argparse.Namespace) -> None:
-    from app.service import pick_seeds
+    from app.chat.service import pick_seeds
 
     if not 1 <= args.n <= 64:
         raise CliError("--n must be between 1 and 64")
@@ -195,10 +195,10 @@ def run_variants(args: argparse.Namespace) -> None:
 # ---- index --------------------------------------------------------------------------------------
 
 def run_index(args: argparse.Namespace) -> None:
-    from models.catalog import Catalogue, load_folder, stratified_selection
     from models.checkpoint import CheckpointError
     from models.data import load_pack
-    from models.retrieval import SearchModel
+    from models.search.catalog import Catalogue, load_folder, stratified_selection
+    from models.search.retrieval import SearchModel
 
     pack, folder = bool(args.pack or args.meta), bool(args.images or args.styles)
     if pack == folder:

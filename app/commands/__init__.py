@@ -1,0 +1,1 @@
+"""The command line: `cli` (the parser and `main`), one module per subcommand, `errors.CliError`."""

@@ -1,0 +1,1 @@
+"""Catalogue search: the triplet embedding, the catalogue index and retrieval."""
