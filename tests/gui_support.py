@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from app.commands import xvfb as app_xvfb
+from app.commands.bench import xvfb as app_xvfb
 
 SCREEN = "1180x820x24"  # the window's default size: a root-window screenshot shows just the app
 

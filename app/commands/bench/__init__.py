@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from app.commands.xvfb import start_xvfb, stop_process
+from app.commands.bench.xvfb import start_xvfb, stop_process
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]  # the source tree (bench runs main.py from it)
+ROOT = Path(__file__).resolve().parents[3]  # the source tree (bench runs main.py from it)
 DEFAULT_TURNS = 50           # chat turns timed; the README table uses at least 50
 DEFAULT_REPS = 20            # timed repetitions of each model call (after one warm-up)
 GEN_BATCHES = (1, 4, 16)     # generator batch sizes
