@@ -26,7 +26,8 @@ def text_encoder():
 
 
 # Robustness tests that found real, still-open bugs (see the closing note of the session that added
-# them). They run and report as xfail; a fix makes them XPASS, and then they leave this list.
+# them). They run and report as xfail; the xfail is strict, so a fix makes them fail as XPASS until they
+# leave this list.
 KNOWN_BUGS: dict[str, str] = {}  # node id (or id prefix before '[') -> the bug
 
 
@@ -34,4 +35,4 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         for prefix, reason in KNOWN_BUGS.items():
             if item.nodeid == prefix or item.nodeid.startswith(prefix + "["):
-                item.add_marker(pytest.mark.xfail(reason=f"known bug: {reason}", strict=False))
+                item.add_marker(pytest.mark.xfail(reason=f"known bug: {reason}", strict=True))
