@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.commands.bench import Report, Stage, chat_prompts, render_table
+from app.commands.bench.report import Report, Stage, render_table
+from app.commands.bench.stages import chat_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["load_detector_s", "load_text_encoder_s", "load_generator_s", "load_total_s", "detector_msgs_per_s",
