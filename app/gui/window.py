@@ -93,37 +93,9 @@ def default_service_factory(catalog: str | None = None) -> Callable[[str], objec
 
 def open_upload(path: str):
     """A user's file -> RGB PIL image, or ValueError with a message for the chat."""
-    try:
-        from models.images import open_image
-    except ImportError:  # pragma: no cover - models.images ships with the multimodal issue
-        open_image = _open_image_minimal
+    from models.images import open_image
+
     return open_image(path)
-
-
-def _open_image_minimal(path: str, max_bytes: int = 50 * 2**20, max_pixels: int = 40_000_000):
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p} is not a file")
-    if p.stat().st_size > max_bytes:
-        raise ValueError(f"{p.name} is too large ({p.stat().st_size / 2**20:.0f} MB)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(p) as im:
-                if im.width * im.height > max_pixels:
-                    raise ValueError(f"{p.name} is too large: {im.width}x{im.height} pixels")
-                im.load()
-                return im.convert("RGB")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"{p.name} is too large to decode safely") from exc
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{p.name} is not an image") from exc
-        except (OSError, SyntaxError) as exc:
-            raise ValueError(f"{p.name} is damaged or truncated ({exc})") from exc
 
 
 class StatusBar(ttk.Frame):
