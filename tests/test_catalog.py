@@ -212,3 +212,72 @@ def test_open_image_refuses_bad_input(tmp_path):
         open_image(jpeg, max_bytes=100)
     with pytest.raises(ValueError, match="not a file"):
         open_image(tmp_path)
+
+
+# ---- the shipped catalogue and search model -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped_service():
+    """app.chat.service.ModelService with nothing given: the shipped weights/embedding.pt and
+    assets/catalog/catalog.npz, loaded by load_catalog() itself (any error fails the tests)."""
+    from app.chat.service import ModelService
+
+    service = ModelService(device="cpu")
+    service.load_catalog()
+    return service
+
+
+def test_shipped_catalogue_and_search_model_answer_photo_queries(shipped_service, pack_path):
+    """Every fixture-pack product that is also in the shipped catalogue: the model embeds its photo to
+    the catalogue's stored vector, and a photo query whose predicted type and colour are the product's
+    catalogue labels finds that very product first (facets + cosine 1); the others land on products
+    of the type and colour the photo was described as."""
+    from models.data import load_table
+    from models.search.retrieval import DEFAULT_CATALOG, LABEL_WEIGHT
+
+    retriever = shipped_service.retriever
+    cat = retriever.catalogue
+    assert shipped_service.catalog_error is None and cat.path == DEFAULT_CATALOG
+    assert len(cat) == cat.meta["products"] and cat.model == retriever.model.fingerprint
+    table = load_table(pack_path)
+    row_of = {product_id: row for row, product_id in enumerate(cat.ids)}
+    shared = [k for k, r in enumerate(table.rows) if str(r["id"]) in row_of]
+    assert len(shared) >= 20, f"only {len(shared)} fixture products are in the shipped catalogue"
+    rows = [row_of[str(table.rows[k]["id"])] for k in shared]
+    cosine = (retriever.model.embed_images(table.images[shared]) * cat.embeddings[rows].astype(np.float32)).sum(1)
+    assert cosine.min() > 0.999, f"stored embeddings differ from the model's: min cosine {cosine.min():.4f}"
+    found_itself = 0
+    for k, row in zip(shared, rows):
+        photo = Image.fromarray(table.images[k])
+        described = shipped_service.describe_image(photo)
+        assert described["articleType"] in cat.meta["attribute_labels"]["articleType"]
+        assert described["baseColour"] in cat.meta["attribute_labels"]["baseColour"]
+        assert 0 < described["confidence"]["articleType"] <= 1 and 0 < described["confidence"]["baseColour"] <= 1
+        hits = shipped_service.similar_to_image(photo, k=5)
+        assert len(hits) == 5 and len({h["id"] for h in hits}) == 5
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        if (described["articleType"], described["baseColour"]) == (cat.article_types[row], cat.colours[row]):
+            assert hits[0]["id"] == int(table.rows[k]["id"]), (table.rows[k]["id"], hits[0])
+            assert hits[0]["score"] == pytest.approx(2 * LABEL_WEIGHT + 1, abs=2e-3)
+            found_itself += 1
+        wanted = (described["articleType"], described["baseColour"])
+        if sum(cell == wanted for cell in zip(cat.article_types, cat.colours)) >= 5:  # the facets fill the page
+            assert all((h["articleType"], h["baseColour"]) == wanted for h in hits), (described, hits)
+    assert found_itself >= 5, f"the photo query found its own product first for only {found_itself} products"
+
+
+def test_shipped_catalogue_answers_an_uploaded_file_and_a_change(shipped_service):
+    """A fixture photo file (JPEG, 60x80, as a user uploads it): described, then searched as it is and
+    'in <another colour>'; the composed query's products have the new colour."""
+    from tests.conftest import FIXTURES
+
+    cat = shipped_service.retriever.catalogue
+    path = sorted((FIXTURES / "kaggle" / "images").glob("*.jpg"))[0]
+    described = shipped_service.describe_image(path)
+    plain = shipped_service.similar_to_image(path, k=8)
+    assert len(plain) == 8 and all(isinstance(h["thumbnail"], Image.Image) for h in plain)
+    colour = "Red" if described["baseColour"] != "Red" else "Blue"
+    cell = sum(t == described["articleType"] and c == colour for t, c in zip(cat.article_types, cat.colours))
+    changed = shipped_service.similar_to_image(path, f"in {colour.lower()}", k=min(cell, 8))
+    assert cell >= 1 and changed and all(h["baseColour"] == colour for h in changed), (described, changed)
+    assert {h["id"] for h in changed} != {h["id"] for h in plain[: len(changed)]}

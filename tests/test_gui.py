@@ -301,11 +301,31 @@ def test_attach_fixture_image_in_chat(make_app):
     bubble = attach(app, fixture)
     user = app.chat.bubbles[-2]
     assert f"attached {fixture.name}" in texts(user)
-    if app.bot.catalogue_ready:
-        assert len(bubble.cards) == 3 and chips(bubble)
-        assert user.photos  # the upload's thumbnail in the user's bubble
-    else:  # no catalogue/embedding weights in this checkout: a clear message instead
-        assert "can't analyse photos" in texts(bubble)
+    # The shipped catalogue and search model must be up: a broken one is tested apart (below).
+    assert app.bot.catalogue_ready, f"the shipped catalogue did not load: {app.bot.catalogue_error}"
+    assert "can't analyse photos" not in texts(bubble)
+    assert len(bubble.cards) == 3 and chips(bubble)
+    assert user.photos  # the upload's thumbnail in the user's bubble
+
+
+def test_broken_catalogue_is_a_message_when_a_photo_is_attached(make_app, service, tmp_path):
+    """A damaged catalogue: the window still generates from text, and an attached photo gets a message
+    saying photos can't be analysed, and why (the catalogue's own error)."""
+    from app.chat.service import ModelService
+
+    broken = tmp_path / "catalog.npz"
+    broken.write_bytes(b"not a catalogue" * 100)
+    damaged = ModelService(catalog=broken, device="cpu")
+    # The session's loaded models (load() then returns at once); the catalogue is loaded by the window.
+    damaged.detector, damaged.encoder, damaged.generator = service.detector, service.encoder, service.generator
+    app = make_app(service_factory=lambda device: damaged)
+    wait_ready(app)
+    assert app.model_state == "ready" and not app.bot.catalogue_ready
+    assert str(broken) in app.bot.catalogue_error
+    bubble = attach(app, sorted(FIXTURE_IMAGES.glob("*.jpg"))[0])
+    assert "can't analyse photos" in texts(bubble) and str(broken) in texts(bubble), texts(bubble)
+    assert not bubble.cards
+    assert len(send(app, "blue jeans").cards) == 3  # generation still works
 
 
 def _huge_png() -> bytes:
@@ -421,9 +441,10 @@ def test_upload_tab_preview_and_variants(make_app):
     app.upload.change.insert(0, "in red")
     app.upload.generate_button.invoke()
     status = app.upload.status
+    assert app.bot.catalogue_ready, f"the shipped catalogue did not load: {app.bot.catalogue_error}"
     pump(app.root, lambda: app.upload.cards or "can't analyse" in status.cget("text"), 60, "variants")
-    if app.bot.catalogue_ready:
-        assert len(app.upload.cards) == 3
+    assert "can't analyse" not in status.cget("text")
+    assert len(app.upload.cards) == 3
     # a bad file in the Upload tab: a message in the tab
     bad = Path(app.storage.root) / "bad.png"
     bad.write_bytes(b"nope")
