@@ -1,4 +1,6 @@
-"""The main window: tabs, menus, status bar, settings, and the bridge to the worker thread.
+"""The main window: tabs, status bar, settings, and the bridge to the worker thread.
+
+The menus and the Preferences dialog are in app/gui/settings.py.
 
 `run_app(args)` shows the window first (tkinter only: no torch, transformers or spaCy on the main
 thread), then loads the models on the worker thread. Messages sent meanwhile wait in the worker's
@@ -25,6 +27,7 @@ from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, 
 from app.gui import BG, Dialogs, configure_styles, drops
 from app.gui.chat import ChatActions, ChatView
 from app.gui.saved import SavedTab
+from app.gui.settings import MenuActions, SettingsDialog, build_menu
 from app.gui.upload import UploadActions, UploadTab
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,6 @@ RESTORE_MESSAGES = 80       # history messages drawn at start; older ones stay i
 LOAD_STEPS = 6              # progress messages while loading: detector, encoder, generator, search model,
                             # catalogue, ready
 LOG_FILE = "fashiongan.log"
-DEVICE_LABELS = {"auto": "Automatic (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}
 WEIGHTS_FIX = ("To fix it, reinstall FashionGAN, or put a generator checkpoint at that path. From a source "
                "checkout, export one from a training run:\n"
                "    python -m models.train --out runs/gan-v1 --export weights/generator.pt")
@@ -157,7 +159,10 @@ class App:
     # ------------------------------------------------------------------------------------------- layout
 
     def _build(self) -> None:
-        self._build_menu()
+        self.menubar = build_menu(self.root, MenuActions(
+            attach=self.attach_image, open_saved=lambda: self.saved.open_folder(), clear_history=self.clear_history,
+            quit=self.close, preferences=self.open_settings, ask_help=lambda: self.send_message("help"),
+            show_paths=self._show_paths))
         self.status = StatusBar(self.root)
         self.status.pack(side="bottom", fill="x")
         self.notebook = ttk.Notebook(self.root)
@@ -204,26 +209,6 @@ class App:
             self.root.iconphoto(True, self._icon)
         except (tk.TclError, OSError):
             log.info("no window icon (%s)", icon)
-
-    def _build_menu(self) -> None:
-        menubar = tk.Menu(self.root)
-        file = tk.Menu(menubar, tearoff=False)
-        file.add_command(label="Attach image to chat\u2026", accelerator="Ctrl+O", command=self.attach_image)
-        file.add_command(label="Open saved images folder", command=lambda: self.saved.open_folder())
-        file.add_separator()
-        file.add_command(label="Clear history\u2026", command=self.clear_history)
-        file.add_separator()
-        file.add_command(label="Quit", accelerator="Ctrl+Q", command=self.close)
-        menubar.add_cascade(label="File", menu=file)
-        settings = tk.Menu(menubar, tearoff=False)
-        settings.add_command(label="Preferences\u2026", accelerator="Ctrl+,", command=self.open_settings)
-        menubar.add_cascade(label="Settings", menu=settings)
-        helpmenu = tk.Menu(menubar, tearoff=False)
-        helpmenu.add_command(label="What can I ask?", command=lambda: self.send_message("help"))
-        helpmenu.add_command(label="Where are my files?", command=self._show_paths)
-        menubar.add_cascade(label="Help", menu=helpmenu)
-        self.root.configure(menu=menubar)
-        self.menubar = menubar
 
     def _on_tab(self, event=None) -> None:
         if self.notebook.select() == str(self.saved):
@@ -664,67 +649,6 @@ class App:
         # Free what is left of the widgets (reference cycles) here, on the main thread, not whenever
         # the worker thread happens to trigger the garbage collector: Tk objects must die on this thread.
         gc.collect()
-
-
-class SettingsDialog(tk.Toplevel):
-    """Images per request, device, seed mode. OK applies (and reloads the models if the device changed)."""
-
-    def __init__(self, app: App):
-        super().__init__(app.root, bg=BG, padx=16, pady=14)
-        self.app = app
-        self.title("Preferences")
-        self.transient(app.root)
-        self.resizable(False, False)
-        s = app.settings
-        self.images = tk.IntVar(self, s.images_per_request)
-        self.device = tk.StringVar(self, s.device)
-        self.seed_mode = tk.StringVar(self, s.seed_mode)
-        self.fixed_seed = tk.StringVar(self, str(s.fixed_seed))
-
-        ttk.Label(self, text="Images per request").grid(row=0, column=0, sticky="w", pady=4)
-        self.images_box = ttk.Spinbox(self, from_=1, to=8, width=5, textvariable=self.images)
-        self.images_box.grid(row=0, column=1, sticky="w")
-        ttk.Label(self, text="Device").grid(row=1, column=0, sticky="nw", pady=4)
-        devices = ttk.Frame(self)
-        devices.grid(row=1, column=1, sticky="w", pady=4)
-        for value, label in DEVICE_LABELS.items():
-            ttk.Radiobutton(devices, text=label, value=value, variable=self.device).pack(anchor="w")
-        ttk.Label(self, text="Seeds").grid(row=2, column=0, sticky="nw", pady=4)
-        seeds = ttk.Frame(self)
-        seeds.grid(row=2, column=1, sticky="w", pady=4)
-        ttk.Radiobutton(seeds, text="Random (new designs every time)", value="random",
-                        variable=self.seed_mode).pack(anchor="w")
-        fixed = ttk.Frame(seeds)
-        fixed.pack(anchor="w")
-        ttk.Radiobutton(fixed, text="Fixed, starting at", value="fixed", variable=self.seed_mode).pack(side="left")
-        ttk.Entry(fixed, textvariable=self.fixed_seed, width=10).pack(side="left", padx=(6, 0))
-        buttons = ttk.Frame(self)
-        buttons.grid(row=3, column=0, columnspan=2, sticky="e", pady=(12, 0))
-        ttk.Button(buttons, text="Cancel", command=self.destroy).pack(side="right")
-        self.ok_button = ttk.Button(buttons, text="OK", style="Accent.TButton", command=self.ok)
-        self.ok_button.pack(side="right", padx=(0, 6))
-        self.bind("<Return>", lambda e: self.ok())
-        self.bind("<Escape>", lambda e: self.destroy())
-        app.root.update_idletasks()
-        x = app.root.winfo_rootx() + max(0, (app.root.winfo_width() - self.winfo_reqwidth()) // 2)
-        y = app.root.winfo_rooty() + max(0, (app.root.winfo_height() - self.winfo_reqheight()) // 3)
-        self.geometry(f"+{x}+{y}")
-
-    def destroy(self) -> None:
-        self.images = self.device = self.seed_mode = self.fixed_seed = None  # Tk variables die on this thread
-        super().destroy()
-
-    def ok(self) -> None:
-        try:
-            images = int(self.images.get())
-        except (tk.TclError, ValueError):
-            images = self.app.settings.images_per_request
-        try:
-            seed = int(self.fixed_seed.get())
-        except ValueError:
-            seed = self.app.settings.fixed_seed
-        self.app.apply_settings(Settings(images, self.device.get(), self.seed_mode.get(), seed))
-        self.destroy()
 
 
 def _file_in(message: str) -> str | None:
