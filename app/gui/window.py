@@ -1,6 +1,7 @@
 """The main window: tabs, status bar, settings, and the bridge to the worker thread.
 
-The menus and the Preferences dialog are in app/gui/settings.py.
+The menus and the Preferences dialog are in app/gui/settings.py; what loads the models on the worker thread
+is in app/gui/loading.py.
 
 `run_app(args)` shows the window first (tkinter only: no torch, transformers or spaCy on the main
 thread), then loads the models on the worker thread. Messages sent meanwhile wait in the worker's
@@ -13,12 +14,11 @@ from __future__ import annotations
 import gc
 import logging
 import logging.handlers
-import os
 import time
 import tkinter as tk
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
 
@@ -26,6 +26,7 @@ from app.chat.storage import Settings, Storage, user_log_dir
 from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
 from app.gui import BG, Dialogs, configure_styles, drops
 from app.gui.chat import ChatActions, ChatView
+from app.gui.loading import LoadResult, default_service_factory, limit_cpu_threads, load_service
 from app.gui.saved import SavedTab
 from app.gui.settings import MenuActions, SettingsDialog, build_menu
 from app.gui.upload import UploadActions, UploadTab
@@ -44,16 +45,6 @@ WEIGHTS_FIX = ("To fix it, reinstall FashionGAN, or put a generator checkpoint a
                "    python -m models.train --out runs/gan-v1 --export weights/generator.pt")
 
 
-@dataclass
-class LoadResult:
-    device: str
-    error: str | None = None          # the models could not all be loaded (images can't be drawn)
-    error_file: str | None = None     # the file that is missing or damaged
-    catalog_error: str | None = None  # similar products unavailable
-    similar: bool = False
-    notice: str | None = None         # e.g. "no GPU: using the CPU"
-
-
 def setup_logging(level: str = "WARNING") -> Path:
     """Log to LOG_DIR/fashiongan.log (INFO and up, rotated) besides the console (at `level`)."""
     directory = user_log_dir()
@@ -70,27 +61,6 @@ def setup_logging(level: str = "WARNING") -> Path:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return path
-
-
-def limit_cpu_threads() -> int:
-    """Leave one core to the window: torch's CPU thread pool gets the others (at least one).
-
-    Besides keeping the UI responsive, this avoids oversubscription: on a busy two-core machine, two
-    spinning OpenMP threads made a request 20-50x slower than one (measured: 10-20 s against 0.2-0.7 s).
-    FASHIONGAN_THREADS or OMP_NUM_THREADS override it (models.sampling.choose_torch_threads decides).
-    """
-    from models.sampling import limit_torch_threads
-
-    return limit_torch_threads(spare_cores=1)
-
-
-def default_service_factory(catalog: str | None = None) -> Callable[[str], object]:
-    def make(device: str):
-        from app.chat.service import ModelService  # imported on the worker thread: the window is already up
-
-        return ModelService(catalog=catalog, device=device)
-
-    return make
 
 
 def open_upload(path: str):
@@ -289,36 +259,8 @@ class App:
         # A reload (new device) keeps the conversation's request; read here, where the bot lives.
         state = self.bot.state.to_dict() if self.bot is not None else self.bot_state
         limit_cpu_threads()
-        notice = None
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                notice = "No CUDA GPU found: using the CPU."
-                device = "cpu"
-        service = self.service_factory(device)
-        error = error_file = None
-        try:
-            service.load(job.progress)
-        except Exception as exc:  # noqa: BLE001 - reported in a dialog; the chat still works without images
-            log.exception("loading the models failed")
-            error = str(exc) or type(exc).__name__
-            error_file = _file_in(error) or str(getattr(service, "weights", None) or _bundled_weights())
-        catalog_error, similar = None, False
-        if hasattr(service, "similar_products"):
-            if getattr(service, "retriever", None) is not None:  # load() brought the catalogue up too
-                similar = True
-            elif getattr(service, "catalog_error", None):
-                catalog_error = service.catalog_error
-            elif hasattr(service, "load_catalog"):
-                try:
-                    service.load_catalog(job.progress)
-                    similar = True
-                except Exception as exc:  # noqa: BLE001 - similar products are optional
-                    log.warning("similar products unavailable: %s", exc)
-                    catalog_error = str(exc) or type(exc).__name__
-            else:
-                similar = True
+        service, result = load_service(self.service_factory, device, job.progress)
+        error = result.error
         if getattr(service, "detector", None) is None and error:
             self.load_error = error
             self.service, self.bot = service, None
@@ -326,14 +268,13 @@ class App:
             from app.chat.bot import Bot
 
             bot = Bot(service, self.settings, state=state)
-            bot.catalogue_ready = similar
-            bot.catalogue_error = catalog_error
+            bot.catalogue_ready = result.similar
+            bot.catalogue_error = result.catalog_error
             bot.generation_error = error
             self.service, self.bot = service, bot
             if self.bot is not None and error is None:
                 self.load_error = None
-        device_name = getattr(service, "device_name", "CPU") if error is None else "not loaded"
-        return LoadResult(device_name, error, error_file, catalog_error, similar, notice)
+        return result
 
     def _on_load_event(self, event: Event) -> None:
         if event.kind == PROGRESS:
@@ -649,21 +590,6 @@ class App:
         # Free what is left of the widgets (reference cycles) here, on the main thread, not whenever
         # the worker thread happens to trigger the garbage collector: Tk objects must die on this thread.
         gc.collect()
-
-
-def _file_in(message: str) -> str | None:
-    """The first path-looking word of an error message ("checkpoint not found: weights/generator.pt")."""
-    for word in message.replace("(", " ").replace(")", " ").split():
-        word = word.strip(":,'\"")
-        if word.endswith((".pt", ".pth", ".npz", ".json", ".safetensors")) or (os.sep in word and "." in word):
-            return word
-    return None
-
-
-def _bundled_weights() -> str:
-    from models.resources import GENERATOR_WEIGHTS
-
-    return str(GENERATOR_WEIGHTS)
 
 
 def _exc_info():
