@@ -45,11 +45,33 @@ def open_image(source, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_B
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"{name} is too large to decode safely (decompression bomb): {exc}") from exc
         except UnidentifiedImageError as exc:
+            kind = _signature(data)
+            if kind == "PNG" and data[12:16] == b"IHDR" and len(data) >= 24:
+                width, height = struct.unpack(">II", data[16:24])
+                if width == 0 or height == 0:  # Pillow refuses to identify it
+                    raise ValueError(f"{name} has no pixels ({width}x{height})") from exc
+            if kind:  # it says it is a PNG / JPEG / ... but Pillow cannot even read its header
+                raise ValueError(f"{name} is a damaged or truncated {kind} file and cannot be decoded") from exc
             raise ValueError(f"{name} is not an image in a supported format ({', '.join(FORMATS)})") from exc
         except ValueError as exc:  # Pillow's own limits, e.g. a PNG text chunk that inflates past 1 MB
             raise ValueError(f"{name} is too large to decode safely or damaged ({exc})") from exc
         except (OSError, SyntaxError, struct.error, EOFError, IndexError, TypeError) as exc:
             raise ValueError(f"{name} is damaged or truncated and cannot be decoded ({exc})") from exc
+
+
+def _signature(data: bytes) -> str | None:
+    """The supported format whose magic bytes `data` starts with, if any (BMP's two letters are too weak)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    return None
 
 
 class _Refused(ValueError):

@@ -341,17 +341,19 @@ def test_bad_uploads_are_a_message_not_a_crash(make_app, tmp_path):
     app = make_app()
     wait_ready(app)
     good = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0].read_bytes()
-    bad = {
-        "notes.jpg": b"this is not an image at all",
-        "truncated.jpg": good[: len(good) // 3],
-        "bomb.png": _huge_png(),
-        "empty.png": b"",
+    bad = {  # file -> (content, what the message must say is wrong)
+        "notes.jpg": (b"this is not an image at all", "not an image"),
+        "truncated.jpg": (good[: len(good) // 3], "damaged or truncated"),
+        "header-only.jpg": (good[:20], "damaged or truncated JPEG"),
+        "bomb.png": (_huge_png(), "too large"),
+        "empty.png": (b"", "is empty"),
     }
-    for name, content in bad.items():
+    for name, (content, problem) in bad.items():
         path = tmp_path / name
         path.write_bytes(content)
         bubble = attach(app, path)
         assert "couldn't use that file" in texts(bubble), (name, texts(bubble))
+        assert name in texts(bubble) and problem in texts(bubble), (name, texts(bubble))
         assert not bubble.cards
     assert not app.dialogs.errors
     assert send(app, "blue jeans").cards  # still working
@@ -450,6 +452,7 @@ def test_upload_tab_preview_and_variants(make_app):
     bad.write_bytes(b"nope")
     app.open_upload_path(str(bad))
     pump(app.root, lambda: "couldn't use that file" in status.cget("text"), 60, "the error message")
+    assert "bad.png" in status.cget("text") and "not an image" in status.cget("text"), status.cget("text")
 
 
 def test_similar_products_strip_under_images(make_app, service):

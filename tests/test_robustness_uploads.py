@@ -113,7 +113,7 @@ def palette_with_transparency() -> bytes:
 class Case:
     name: str                 # file name, extension included
     data: object              # bytes, a function making them (big ones), or None (made by the fixture)
-    refuse: str | None = None  # words the refusal must contain; None: the file must be usable
+    refuse: str | None = None  # words naming the problem, which the refusal must contain; None: usable
     check: object = None      # image -> list of problems (for usable files)
     bomb: bool = False
 
@@ -153,13 +153,13 @@ def corpus() -> list[Case]:
         Case("page.png", b"<!DOCTYPE html><html><body>hello</body></html>", "not an image"),
         Case("drawing.svg.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image"),
         Case("truncated-half.png", good_png[: len(good_png) // 2], "damaged or truncated"),
-        Case("truncated-header.png", good_png[:8], "image"),
+        Case("truncated-header.png", good_png[:8], "damaged or truncated PNG"),
         Case("truncated-half.jpg", good_jpeg[: len(good_jpeg) // 2], "damaged or truncated"),
-        Case("truncated-header.jpg", good_jpeg[:20], "image"),
+        Case("truncated-header.jpg", good_jpeg[:20], "damaged or truncated JPEG"),
         Case("truncated-progressive.jpg", progressive[: len(progressive) * 2 // 3], "damaged or truncated"),
-        Case("bad-crc.png", bytes(bad_crc), "image"),
-        Case("png-signature-then-noise.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image"),
-        Case("zero-width.png", raw_png(0, 10, 8, 2, []), "image"),
+        Case("bad-crc.png", bytes(bad_crc), "damaged or truncated PNG"),
+        Case("png-signature-then-noise.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "damaged or truncated PNG"),
+        Case("zero-width.png", raw_png(0, 10, 8, 2, []), "no pixels (0x10)"),
         Case("bomb-header-only.png", b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(
             ">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 8, 2, 0, 0, 0)) + png_chunk(b"IEND", b""), "too large", bomb=True),
         Case("bomb-20000x20000.png", lambda: raw_png(BOMB_SIDE, BOMB_SIDE, 1, 0, (bytes(BOMB_SIDE // 8)
@@ -168,7 +168,7 @@ def corpus() -> list[Case]:
         Case("bomb-20000x20000.jpg", patch_jpeg_size(good_jpeg, BOMB_SIDE, BOMB_SIDE), "too large", bomb=True),
         Case("bomb-30000x30000.gif", patch_gif_size(encode(Image.new("P", (8, 8)), "GIF"), 30_000, 30_000),
              "too large", bomb=True),
-        Case("text-bomb.png", ztxt_bomb, "text-bomb.png", bomb=True),
+        Case("text-bomb.png", ztxt_bomb, "too large", bomb=True),
         Case("vector.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "not an image"),
         Case("layers.psd", b"8BPS\x00\x01" + bytes(20), "not an image"),
         Case("icon.ico", encode(Image.new("RGB", (16, 16), RED), "ICO"), "not an image"),
@@ -340,7 +340,8 @@ def test_every_file_through_the_chat_and_upload_tab(service, files, tally):
             continue
         if case.refuse:
             tally.check(reply.kind == "error" and reply.text.startswith("I couldn't use that file")
-                        and case.name in reply.text, f"{case.name}: reply {reply.kind} {reply.text[:200]!r}")
+                        and case.name in reply.text and case.refuse.lower() in reply.text.lower(),
+                        f"{case.name}: reply {reply.kind} {reply.text[:200]!r} (should say {case.refuse!r})")
         else:
             tally.check(reply.kind == "images" and len(reply.images) == 4, f"{case.name}: reply {reply.kind} "
                         f"with {len(reply.images)} images: {reply.text[:200]!r}")
@@ -356,7 +357,8 @@ def test_every_file_through_the_chat_and_upload_tab(service, files, tally):
     tally.assert_ok()
 
 
-@pytest.mark.parametrize("name", ["notes.jpg", "truncated-half.png", "bomb-20000x20000.png", "empty.jpg"])
+@pytest.mark.parametrize("name", ["notes.jpg", "truncated-half.png", "bomb-20000x20000.png", "empty.jpg",
+                                  "truncated-header.jpg", "zero-width.png"])
 def test_service_refuses_bad_files_by_name(service, files, tally, name):
     """The service API takes paths and bytes too: a bad one is a ValueError naming the file, before any model."""
     tally.fault()
@@ -365,7 +367,7 @@ def test_service_refuses_bad_files_by_name(service, files, tally, name):
         try:
             method(str(files[name]))
         except ValueError as exc:
-            tally.check(name in str(exc), f"{name}: {exc}")
+            tally.check(name in str(exc) and by_name(name).refuse in str(exc), f"{name}: {exc}")
         except Exception as exc:  # noqa: BLE001
             tally.check(False, f"{name}: {type(exc).__name__}: {exc}")
         else:
