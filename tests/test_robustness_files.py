@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -161,23 +162,63 @@ LOADERS = {"load_checkpoint": load_checkpoint, "generator": load_generator, "sea
 SOURCES = {"load_checkpoint": GENERATOR_WEIGHTS, "generator": GENERATOR_WEIGHTS, "search model": EMBEDDING_WEIGHTS}
 
 
+def model_tensors(loaded) -> dict[str, object]:
+    """What a loader's result computes with: a checkpoint's payload, or a model's state_dict and config."""
+    if isinstance(loaded, dict):
+        return loaded
+    net = loaded.net
+    out = {f"net.{k}": v for k, v in net.state_dict().items()}
+    reference = getattr(loaded, "reference", None)
+    if reference is not None:
+        out.update({f"reference.{k}": v for k, v in reference.state_dict().items()})
+    out["config"] = loaded.config.to_dict() if hasattr(loaded.config, "to_dict") else repr(loaded.config)
+    return out
+
+
+def differences(a, b, where: str = "") -> list[str]:
+    """Where two loaded results differ (tensors compared exactly, dtypes included)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [where]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where} keys"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
+    return [] if a == b else [where]
+
+
+def expect_flip_refused_or_harmless(tally, what: str, path: Path, load, original) -> bool:
+    """A flipped bit: CheckpointError naming the file, or (a bit no check covers, e.g. zip padding) exactly
+    the original model; never a silently different one. Returns whether it loaded."""
+    try:
+        loaded = load(path)
+    except CheckpointError as exc:
+        tally.check(path.name in str(exc), f"{what}: message does not name the file: {exc}")
+        return False
+    except Exception as exc:  # noqa: BLE001
+        tally.check(False, f"{what}: {_qualname(exc)} instead of CheckpointError: {exc}")
+        return False
+    changed = differences(model_tensors(original), model_tensors(loaded))
+    tally.check(not changed, f"{what}: loaded as a different model ({', '.join(changed[:3])})")
+    return True
+
+
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_damaged_weights_are_a_clear_error(tmp_path, tally, loader):
+    """Every kind of damage, bit flips included, without a SHA256SUMS beside the copy (a training run's
+    checkpoint): the zip CRCs must catch flips in the data; a flip that loads must change nothing."""
     load = LOADERS[loader]
-    flips_loaded = []
+    original = load(SOURCES[loader])
+    harmless = []
     for what, path in damaged_versions(SOURCES[loader], tmp_path):
         tally.fault()
         if what.startswith("bit-flip"):
-            try:  # a flipped bit in tensor data is not caught by torch.load: see the integrity test below
-                load(path)
-                flips_loaded.append(what)
-            except CheckpointError as exc:
-                tally.check(path.name in str(exc), f"{what}: {exc}")
-            except Exception as exc:  # noqa: BLE001
-                tally.check(False, f"{what}: {type(exc).__name__} instead of CheckpointError: {exc}")
+            if expect_flip_refused_or_harmless(tally, what, path, load, original):
+                harmless.append(what)
             continue
         expect_error(tally, what, path, load)
-    print(f"{loader}: {len(flips_loaded)} of {BIT_FLIPS} bit flips loaded without an error")
+    print(f"{loader}: {len(harmless)} of {BIT_FLIPS} bit flips loaded, each as the original model")
     tally.assert_ok()
 
 
@@ -196,13 +237,82 @@ def test_wrong_checkpoints_are_a_clear_error(tmp_path, tally):
     tally.assert_ok()
 
 
-def test_bit_flipped_weights_are_detected(tmp_path, tally):
-    """A checkpoint is a zip whose members carry CRC-32s; torch.load does not check them, so a flipped bit
-    in tensor data loads as a silently different model. Expected: CheckpointError naming the file."""
-    for what, path in damaged_versions(GENERATOR_WEIGHTS, tmp_path):
-        if what.startswith("bit-flip"):
+def targeted_flips(source: Path, folder: Path) -> list[tuple[str, Path]]:
+    """Single-bit flips at chosen places: inside a tensor's data (member CRC-32 covers it), in a local
+    header's extra field (the alignment padding: no CRC covers it) and in the central directory."""
+    data = source.read_bytes()
+    with zipfile.ZipFile(source) as z:
+        infos = z.infolist()
+    tensor = max(infos, key=lambda i: i.file_size)  # the largest member: tensor data
+    name_len, extra_len = struct.unpack("<HH", data[tensor.header_offset + 26 : tensor.header_offset + 30])
+    data_start = tensor.header_offset + 30 + name_len + extra_len
+    places = {"tensor-data": data_start + tensor.compress_size // 2,
+              "central-directory": data.rindex(b"PK\x01\x02") + 30}  # the last entry's file name
+    padded = next((i for i in infos if struct.unpack("<H", data[i.header_offset + 28 : i.header_offset + 30])[0] > 8),
+                  None)
+    if padded is not None:
+        name_len, extra_len = struct.unpack("<HH", data[padded.header_offset + 26 : padded.header_offset + 30])
+        places["header-padding"] = padded.header_offset + 30 + name_len + extra_len - 1
+    out = []
+    for name, at in places.items():
+        flipped = bytearray(data)
+        flipped[at] ^= 0x10
+        path = folder / f"flip-{name}{source.suffix}"
+        path.write_bytes(bytes(flipped))
+        out.append((f"bit flip in the {name}", path))
+    return out
+
+
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_bit_flipped_shipped_weights_are_refused(tmp_path, tally, loader):
+    """The shipped weights sit beside weights/SHA256SUMS: there every flipped bit, wherever it lands (tensor
+    data, zip padding, central directory, or at random), is a CheckpointError naming the file. Without the
+    SHA256SUMS line a flip inside tensor data is still refused (CRC-32), and one that loads is the same model."""
+    source = SOURCES[loader]
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    listed, unlisted = tmp_path / "listed", tmp_path / "unlisted"
+    listed.mkdir()
+    unlisted.mkdir()
+    flips = targeted_flips(source, listed) + [(w, p) for w, p in damaged_versions(source, listed, seed=5)
+                                              if w.startswith("bit-flip")]
+    assert {"bit flip in the tensor-data", "bit flip in the header-padding"} <= {w for w, _ in flips}
+    (listed / "SHA256SUMS").write_text("".join(f"{digest}  {p.name}\n" for _, p in flips), encoding="utf-8")
+    original = LOADERS[loader](source)
+    for what, path in flips:
+        tally.fault()
+        expect_error(tally, f"{what} (listed in SHA256SUMS)", path, LOADERS[loader])
+        if what.startswith("bit flip in the"):
+            copy = unlisted / path.name
+            copy.write_bytes(path.read_bytes())
             tally.fault()
-            expect_error(tally, what, path, load_checkpoint)
+            if what == "bit flip in the tensor-data":
+                expect_error(tally, f"{what} (no SHA256SUMS)", copy, LOADERS[loader])
+            else:
+                expect_flip_refused_or_harmless(tally, f"{what} (no SHA256SUMS)", copy, LOADERS[loader], original)
+    tally.assert_ok()
+
+
+def test_bit_flipped_catalogue_is_refused(tmp_path, tally):
+    """The shipped catalogue's seal (a SHA-256 in the zip comment): every flipped bit is a CatalogError naming
+    the file, wherever it lands (a member's data, a header, the central directory, the seal itself)."""
+    from models.search.catalog import CatalogError, Catalogue
+    from models.search.retrieval import DEFAULT_CATALOG
+
+    data = DEFAULT_CATALOG.read_bytes()
+    with zipfile.ZipFile(DEFAULT_CATALOG) as z:
+        info = z.getinfo("embeddings.npy")
+    places = {"embeddings": info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2,
+              "local-header-name": info.header_offset + 30, "central-directory": data.rindex(b"PK\x01\x02") + 30,
+              "seal": len(data) - 3}
+    rng = random.Random(7)
+    places.update({f"random-{i}": rng.randrange(len(data)) for i in range(BIT_FLIPS)})
+    for what, at in places.items():
+        flipped = bytearray(data)
+        flipped[at] ^= 1 << (at % 8)
+        path = tmp_path / f"flip-{what}-at-{at}.npz"
+        path.write_bytes(bytes(flipped))
+        tally.fault()
+        expect_error(tally, f"catalogue bit flip ({what})", path, Catalogue.load, CatalogError)
     tally.assert_ok()
 
 
