@@ -2,8 +2,9 @@
 
 Layout (the IDLE pattern): one `ttk.Notebook` with one `Frame` subclass per tab, `chat.ChatView`,
 `upload.UploadTab`, `saved.SavedTab`; `window.App` owns the worker thread, the status bar, the menus
-and the settings. Nothing in this package does model work: it submits jobs to `app.chat.worker.Worker`
-and renders the plain `app.chat.bot.Reply` objects that come back.
+and the settings (`settings.py` builds those two; `loading.py` is the model-loading job). Nothing in this
+package does model work: it submits jobs to `app.chat.worker.Worker` and renders the plain
+`app.chat.bot.Reply` objects that come back.
 
 This module holds what every tab shares: colours, ttk styles, image conversion and the message-box
 wrapper that tests replace with a recording fake.
