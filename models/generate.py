@@ -18,7 +18,7 @@ from models.sampling import resolve_device, seed_noise
 def reference_encoder(payload: dict) -> torch.nn.Module:
     """The frozen image tower of a retrieval-embedding checkpoint payload ({state_dict, config}).
     Its embedding of a grey photo is the generator's image condition (shape and style, not colour)."""
-    from models.embedding import EmbeddingConfig, EmbeddingModel
+    from models.search.embedding import EmbeddingConfig, EmbeddingModel
 
     model = EmbeddingModel(EmbeddingConfig.from_dict(payload["config"]["embedding"]))
     model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
