@@ -116,6 +116,7 @@ class Case:
     refuse: str | None = None  # words naming the problem, which the refusal must contain; None: usable
     check: object = None      # image -> list of problems (for usable files)
     bomb: bool = False
+    editable: str | None = None  # for a usable file with no item in it: the words of the variants' refusal
 
 
 def colour_at(image: Image.Image, xy, expected, what: str) -> list[str]:
@@ -207,13 +208,17 @@ def corpus() -> list[Case]:
         Case("bilevel.png", encode(halves((40, 40), 0, 1, mode="1"), "PNG"),
              check=expect((40, 40), left=((5, 20), BLACK), right=((35, 20), WHITE))),
         Case("grey.jpg", encode(Image.new("L", (40, 40), 200), "JPEG"),
-             check=expect((40, 40), c=((20, 20), (200,) * 3))),
-        Case("animated.gif", animated_gif(), check=expect((40, 40), first_frame=((20, 20), RED))),
+             check=expect((40, 40), c=((20, 20), (200,) * 3)), editable="one flat colour"),
+        Case("animated.gif", animated_gif(), check=expect((40, 40), first_frame=((20, 20), RED)),
+             editable="one flat colour"),
         Case("photo.webp", encode(halves(), "WEBP", quality=95), check=expect((80, 40), left=((10, 20), RED))),
         Case("photo.bmp", encode(halves(), "BMP"), check=expect((80, 40), left=((10, 20), RED))),
-        Case("one-pixel.png", encode(Image.new("RGB", (1, 1), BLUE), "PNG"), check=expect((1, 1), p=((0, 0), BLUE))),
-        Case("strip-4000x1.png", encode(Image.new("RGB", (4000, 1), RED), "PNG"), check=expect((4000, 1))),
-        Case("tall-1x3000.png", encode(Image.new("RGB", (1, 3000), RED), "PNG"), check=expect((1, 3000))),
+        Case("one-pixel.png", encode(Image.new("RGB", (1, 1), BLUE), "PNG"), check=expect((1, 1), p=((0, 0), BLUE)),
+             editable="one flat colour"),
+        Case("strip-4000x1.png", encode(Image.new("RGB", (4000, 1), RED), "PNG"), check=expect((4000, 1)),
+             editable="no item to edit"),
+        Case("tall-1x3000.png", encode(Image.new("RGB", (1, 3000), RED), "PNG"), check=expect((1, 3000)),
+             editable="no item to edit"),
         Case("wrong-extension.gif", good_png, check=expect((80, 40), left=((10, 20), RED))),
     ]
 
@@ -342,6 +347,9 @@ def test_every_file_through_the_chat_and_upload_tab(service, files, tally):
             tally.check(reply.kind == "error" and reply.text.startswith("I couldn't use that file")
                         and case.name in reply.text and case.refuse.lower() in reply.text.lower(),
                         f"{case.name}: reply {reply.kind} {reply.text[:200]!r} (should say {case.refuse!r})")
+        elif case.editable:  # a valid image with no product in it: no variants, and the reason why
+            tally.check(reply.kind == "error" and reply.text.startswith("I can't make variants of this photo")
+                        and case.editable in reply.text, f"{case.name}: reply {reply.kind} {reply.text[:200]!r}")
         else:
             tally.check(reply.kind == "images" and len(reply.images) == 4, f"{case.name}: reply {reply.kind} "
                         f"with {len(reply.images)} images: {reply.text[:200]!r}")

@@ -122,14 +122,18 @@ class ShownImage:
     caption: str
     variation: int | None = None  # "More like this": the second seed mixed into `seed`'s latent
     prompt: str = ""              # what the user typed, for the saved file's metadata
-    regenerable: bool = True      # False for image-conditioned variants (needs the uploaded image)
+    regenerable: bool = True      # False for variants of a photo (drawing them again needs the photo)
+    reference: Any = None         # the photo this is a variant of (PIL image; not stored in the history)
+    number: int | None = None     # which of the "More like this" variations (1, 2, ...)
 
     @property
     def label(self) -> str:
-        return f"seed {self.seed}" if self.variation is None else f"seed {self.seed} ~{self.variation}"
+        if self.variation is None:
+            return f"seed {self.seed}"
+        return f"variation {self.number} of seed {self.seed}" if self.number else f"variation of seed {self.seed}"
 
     def record(self) -> dict:
-        return {"seed": self.seed, "variation": self.variation, "caption": self.caption,
+        return {"seed": self.seed, "variation": self.variation, "number": self.number, "caption": self.caption,
                 "regenerable": self.regenerable}
 
 
@@ -297,10 +301,14 @@ class Bot:
         return self._refine(text, detection, check)
 
     def more_like(self, caption: str, seed: int, prompt: str = "",
-                  check: Callable[[], None] = lambda: None) -> Reply:
-        """Variations around one image: its seed's latent mixed with a little of new seeds."""
+                  check: Callable[[], None] = lambda: None, reference=None) -> Reply:
+        """Variations around one image: its seed's latent mixed with a little of new seeds; for a variant
+        of a photo (`reference`), variants of that photo near the clicked one."""
         n = self._n()
-        images = self._variations(caption, seed, n, prompt)
+        if reference is not None:
+            images = self._variant_variations(reference, caption, seed, n, prompt)
+        else:
+            images = self._variations(caption, seed, n, prompt)
         check()
         similar, note = self._similar(caption, [im.image for im in images], self._excluded_families())
         return Reply(f"More like seed {seed}: {caption}", "images", headline=f"More like seed {seed}:",
@@ -453,19 +461,28 @@ class Bot:
 
     def _draw_variants(self, image, caption, seeds, excluded, prompt, check):
         generated, _ = self.service.variants(image, text=caption, seeds=seeds)
-        out = [ShownImage(im, s, generated.caption, prompt=prompt, regenerable=False)
+        out = [ShownImage(im, s, generated.caption, prompt=prompt, regenerable=False, reference=image)
                for s, im in zip(generated.seeds, generated.images)]
         keep = [im for im in out if not excluded or self._family(im.image) not in excluded]
         return keep or out, len(out) - len(keep)
 
+    def _variation_seeds(self, n: int) -> list[int]:
+        if getattr(self.settings, "seed_mode", "random") == "fixed":
+            seeds = [self._variation_counter + i + 1 for i in range(n)]
+            self._variation_counter += n
+            return seeds
+        return _pick_seeds(n)
+
+    def _variant_variations(self, reference, caption: str, seed: int, n: int, prompt: str) -> list[ShownImage]:
+        variation_seeds = self._variation_seeds(n)
+        images = self.service.variant_variations(reference, caption, seed, variation_seeds)
+        return [ShownImage(im, seed, caption, variation=v, prompt=prompt, regenerable=False, reference=reference,
+                           number=i) for i, (v, im) in enumerate(zip(variation_seeds, images), 1)]
+
     def _variations(self, caption: str, seed: int, n: int, prompt: str = "",
                     variation_seeds: list[int] | None = None) -> list[ShownImage]:
         if variation_seeds is None:
-            if getattr(self.settings, "seed_mode", "random") == "fixed":
-                variation_seeds = [self._variation_counter + i + 1 for i in range(n)]
-                self._variation_counter += n
-            else:
-                variation_seeds = _pick_seeds(n)
+            variation_seeds = self._variation_seeds(n)
         custom = getattr(self.service, "variations", None)
         if callable(custom):
             images = custom(caption, seed, variation_seeds, VARIATION_STRENGTH)
@@ -475,8 +492,8 @@ class Bot:
             seeds = [seed + 1 + i for i in range(n)]
             return [ShownImage(im, s, caption, prompt=prompt)
                     for s, im in zip(seeds, self._generate(caption, seeds).images)]
-        return [ShownImage(im, seed, caption, variation=v, prompt=prompt)
-                for v, im in zip(variation_seeds, images)]
+        return [ShownImage(im, seed, caption, variation=v, prompt=prompt, number=i)
+                for i, (v, im) in enumerate(zip(variation_seeds, images), 1)]
 
     # -- colours and products
 
@@ -518,7 +535,7 @@ class UploadResult:
 
 def analyse_upload(service, image, detection=None, seeds: list[int] | None = None,
                    excluded: set[str] = frozenset(), catalogue: bool = True,
-                   catalogue_error: str | None = None) -> UploadResult:
+                   catalogue_error: str | None = None, strength: float | None = None) -> UploadResult:
     """A reference image (+ optional change such as "in red") -> description, variants, similar products.
 
     `catalogue`: whether the image models are loaded (describe_image, variants and similar products
@@ -534,7 +551,12 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
                                   "error"), None)
     text = detection.text if detection is not None else ""
     if callable(variants):
-        generated, described = variants(image, text=text, seeds=seeds)
+        from models.editing import NotEditable
+
+        try:
+            generated, described = variants(image, text=text, seeds=seeds, strength=strength)
+        except NotEditable as exc:
+            return UploadResult(Reply(f"I can't make variants of this photo: {exc}.", "error"), None)
         described = described or {}
         original = described.get("original") or described
         caption = generated.caption
@@ -554,8 +576,8 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
         caption = state.caption()
         generated = service.generate(caption, seeds)
         pairs = list(zip(generated.seeds, generated.images))
-    images = [ShownImage(im, s, caption, prompt=text or "uploaded image", regenerable=regenerable)
-              for s, im in pairs]
+    images = [ShownImage(im, s, caption, prompt=text or "uploaded image", regenerable=regenerable,
+                         reference=None if regenerable else image) for s, im in pairs]
     if excluded:
         images = [im for im in images if image_colour_family(im.image) not in excluded] or images
     note_parts = [n for n in (_confidence_note(original.get("confidence")),) if n]
@@ -646,10 +668,8 @@ def _noise(generator, seeds: list[int], attempt: int = 0):
     """The generator's own (truncated) noise for seeds; plain seed noise for generators without `noise()`."""
     if hasattr(generator, "noise"):
         return generator.noise(seeds, attempt) if attempt else generator.noise(seeds)
-    try:
-        from models.sampling import seed_noise
-    except ImportError:  # older layout
-        from models.sampling import seed_noise
+    from models.sampling import seed_noise
+
     return seed_noise(seeds, generator.config.z_dim).to(getattr(generator, "device", "cpu")) * float(
         getattr(generator, "truncation", 1.0))
 

@@ -31,11 +31,13 @@ class ModelService:
     catalog: str | Path | None = None
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0: models.sampling.choose_torch_threads decides
+    editor_weights: str | Path | None = None  # editing generator; None = weights/editor.pt
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         self._lock = threading.Lock()
-        self.detector = self.encoder = self.generator = None
+        self.detector = self.encoder = self.generator = self.editor = None
+        self.editor_error: str | None = None
 
     def load(self, progress: Progress = lambda message: None) -> None:
         """Load everything; raises CheckpointError / FileNotFoundError with a message naming the file."""
@@ -49,6 +51,7 @@ class ModelService:
             self.encoder = self._timed("text_encoder", self._load_encoder)
             progress("loading generator ...")
             self.generator = self._timed("generator", self._load_generator)
+            self._load_editor_if_possible(progress)
             self._load_catalog_if_possible(progress)
             progress("ready")
 
@@ -78,6 +81,18 @@ class ModelService:
         from models.generate import TextToImage
 
         return TextToImage(self.weights, self.device)
+
+    def _load_editor_if_possible(self, progress: Progress) -> None:
+        """The editing generator (photo variants); without it the app still draws from text."""
+        from models.editing import PhotoEditor
+
+        progress("loading photo editor ...")
+        try:
+            self.editor = self._timed("editor", lambda: PhotoEditor(self.editor_weights, self.device))
+            self.editor_error = None
+        except Exception as exc:  # noqa: BLE001 - a broken editor must not stop text-to-image
+            self.editor, self.editor_error = None, str(exc)
+            log.warning("photo variants unavailable: %s", exc)
 
     @property
     def device_name(self) -> str:
@@ -187,13 +202,43 @@ class ModelService:
         predicted = retriever.model.predict([self._as_image(image)])[0]
         return {key: predicted.get(key) for key in ("articleType", "baseColour", "gender", "caption", "confidence")}
 
-    def variants(self, image, text: str = "", seeds: list[int] = (0, 1, 2, 3)) -> tuple[Generated, dict]:
-        """Generated variants of a reference image with the modification text applied ("in red",
-        "as a dress"). Returns the images and the describe_image result after the modification, plus
-        "original" (before it) and "changed" (the attributes the text set)."""
+    def variants(self, image, text: str = "", seeds: list[int] = (0, 1, 2, 3),
+                 strength: float | None = None) -> tuple[Generated, dict]:
+        """Variants of a reference photo, drawn by the editing generator, with the modification text
+        applied ("in red", "as a dress"); `strength` (0..1) says how far they may move from the photo.
+        Returns the images and the describe_image result after the modification, plus "original"
+        (before it) and "changed" (the attributes the text set). NotEditable (a ValueError) for a photo
+        with no item in it."""
+        described = self.describe_change(image, text)
+        editor = self._editor_ready()
+        own, wanted = self.encoder.encode([described["original"]["caption"], described["caption"]])
+        pictures = editor.variants(self._as_image(image), own, wanted, list(seeds), self._strength(strength))
+        return Generated(described["caption"], list(seeds), pictures), described
+
+    def variant_variations(self, image, caption: str, seed: int, variation_seeds: list[int],
+                           strength: float | None = None) -> list:
+        """Variants near the one `seed` drew for `caption` ("More like this" on a variant)."""
+        original = self.describe_image(image)
+        editor = self._editor_ready()
+        own, wanted = self.encoder.encode([original["caption"], caption])
+        return editor.variations(self._as_image(image), own, wanted, seed, list(variation_seeds),
+                                 self._strength(strength))
+
+    @staticmethod
+    def _strength(strength: float | None) -> float:
+        from models.editing import DEFAULT_STRENGTH
+
+        return DEFAULT_STRENGTH if strength is None else float(strength)
+
+    def _editor_ready(self):
         self.load()
-        if self.generator is None:
-            raise RuntimeError("the generator is not loaded")
+        if self.editor is None:
+            raise RuntimeError(f"photo variants are unavailable: {self.editor_error}")
+        return self.editor
+
+    def describe_change(self, image, text: str = "") -> dict:
+        """describe_image of a reference photo, with the change text applied: the attributes it names
+        replace the described ones (the user's words win), plus "original" and "changed"."""
         retriever = self._search_ready()
         image = self._as_image(image)
         original = self.describe_image(image)
@@ -210,12 +255,7 @@ class ModelService:
                 described["gender"] = modified["gender"]
             described["caption"] = modified["caption"]
         described.update(original=original, changed=changed)
-        # Generators trained with an image condition carry their own (frozen) reference encoder.
-        takes_images = getattr(self.generator, "takes_images", False)
-        image_embedding = self.generator.image_condition(image) if takes_images else None
-        embedding = self.encoder.encode([described["caption"]])[0]
-        pictures = self.generator.generate(embedding, list(seeds), image_embedding=image_embedding)
-        return Generated(described["caption"], list(seeds), pictures), described
+        return described
 
     @staticmethod
     def _as_image(image):

@@ -2,7 +2,8 @@
 
     search [TEXT] [--image PATH] [--k 10] [--catalog PATH] [--[no-]expand] one query -> one JSON object
     search --queries FILE                                                   JSON lines in, JSON lines out
-    variants IMAGE [--text T] [--n 4] [--seed S] [--out DIR]               PNGs + results.json
+    variants IMAGE [--text T] [--strength S] [--n 4] [--seed S] [--out DIR] PNGs + results.json
+    variants --queries FILE                                                 many photos, one process
     index (--pack NPZ --meta CSV | --images DIR --styles CSV) --out PATH    build a catalogue
 """
 from __future__ import annotations
@@ -33,8 +34,14 @@ def register(sub) -> None:
 
     p = sub.add_parser("variants", help="draw variants of a reference image, with optional changes; "
                                         "writes PNGs and results.json")
-    p.add_argument("image", metavar="IMAGE", help="the reference product photo")
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="the reference product photo")
     p.add_argument("--text", default="", help="what to change, e.g. 'in red' or 'as a dress'")
+    p.add_argument("--strength", type=float, default=None,
+                   help="how far the variants may move from the photo, 0 (the photo) to 1 (the full change; "
+                        "the default)")
+    p.add_argument("--queries", metavar="FILE",
+                   help='JSON lines {"image": PATH, "text": ...}: one process, one result line each')
+    p.add_argument("--editor", metavar="PATH", help="editing generator checkpoint (default weights/editor.pt)")
     p.add_argument("--n", type=int, default=4, help="images (default 4)")
     p.add_argument("--seed", type=int, help="first seed (default: random); seeds are seed, seed+1, ...")
     p.add_argument("--out", default="generated", help="output folder (default ./generated)")
@@ -112,7 +119,7 @@ def _service(args, need_generator: bool):
     from models.search.catalog import CatalogError
 
     service = ModelService(weights=args.weights, catalog=getattr(args, "catalog", None), device=args.device,
-                           embedding_weights=args.embedding)
+                           embedding_weights=args.embedding, editor_weights=getattr(args, "editor", None))
     try:
         if need_generator:
             service.load()
@@ -170,26 +177,57 @@ def run_variants(args: argparse.Namespace) -> None:
         raise CliError("--n must be between 1 and 64")
     if not 0 <= args.k <= MAX_K:
         raise CliError(f"--k must be between 0 and {MAX_K}")
-    picture = _open(args.image)
+    if args.strength is not None and not 0 <= args.strength <= 1:
+        raise CliError("--strength must be between 0 and 1")
+    if args.queries and args.image:
+        raise CliError("give either --queries FILE or IMAGE, not both")
+    if args.queries:
+        queries = read_queries(args.queries)
+        if missing := [i for i, q in enumerate(queries, 1) if not q["picture"]]:
+            raise CliError(f"{args.queries}: every query needs an \"image\" (line(s) {missing})")
+    elif args.image:
+        queries = [{"text": args.text, "image": args.image, "picture": _open(args.image)}]
+    else:
+        raise CliError("nothing to edit: give IMAGE or --queries FILE")
     service = _service(args, need_generator=True)
-    generated, described = service.variants(picture, args.text, pick_seeds(args.n, args.seed))
-    similar = [{k: v for k, v in p.items() if k != "thumbnail"}
-               for p in service.similar_to_image(picture, args.text, args.k)] if args.k else []
+    if service.editor is None:
+        raise CliError(f"photo variants are unavailable: {service.editor_error}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for number, query in enumerate(queries):
+        prefix = f"q{number:03d}_" if args.queries else ""
+        seeds = pick_seeds(args.n, args.seed)
+        result, summary = _one_variant_query(service, query, seeds, args, out, prefix)
+        results.append(result)
+        print(json.dumps(summary, ensure_ascii=False), flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _one_variant_query(service, query: dict, seeds: list[int], args, out: Path, prefix: str):
+    """Draw, save and describe one photo's variants -> (results.json entry, printed summary)."""
+    from models.editing import NotEditable
+
+    text, picture = query["text"] or "", query["picture"]
+    try:
+        generated, described = service.variants(picture, text, seeds, strength=args.strength)
+    except NotEditable as exc:
+        raise CliError(f"{query['image']}: {exc}") from exc
+    similar = [{k: v for k, v in p.items() if k != "thumbnail"}
+               for p in service.similar_to_image(picture, text, args.k)] if args.k else []
     files = []
     for seed, image in zip(generated.seeds, generated.images):
-        name = f"variant_seed{seed}.png"
+        name = f"{prefix}variant_seed{seed}.png"
         image.save(out / name)
         files.append({"file": name, "seed": seed})
     original = described.pop("original")
-    detection = service.detect(args.text).to_dict() if args.text.strip() else None
-    result = {"text": args.text, "image": args.image, "detection": detection, "caption": generated.caption,
-              "images": files, "predicted": original, "modified": described, "similar": similar}
-    (out / "results.json").write_text(json.dumps([result], indent=2, ensure_ascii=False), encoding="utf-8")
-    print(json.dumps({"out": str(out), "images": len(files), "caption": generated.caption,
-                      "predicted": {k: original[k] for k in ("articleType", "baseColour")},
-                      "similar": len(similar)}))
+    detection = service.detect(text).to_dict() if text.strip() else None
+    result = {"text": text, "image": query["image"], "detection": detection, "caption": generated.caption,
+              "strength": service._strength(args.strength), "images": files, "predicted": original,
+              "modified": described, "similar": similar}
+    summary = {"out": str(out), "image": query["image"], "images": len(files), "caption": generated.caption,
+               "predicted": {k: original[k] for k in ("articleType", "baseColour")}, "similar": len(similar)}
+    return result, summary
 
 
 # ---- index --------------------------------------------------------------------------------------

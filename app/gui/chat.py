@@ -376,7 +376,7 @@ class ChatView(ttk.Frame):
 
     def card_buttons(self, item) -> list[tuple[str, Callable]]:
         buttons = [("Save", self.actions.save)]
-        if getattr(item, "regenerable", True):
+        if getattr(item, "regenerable", True) or getattr(item, "reference", None) is not None:
             buttons.append(("More like this", self.actions.more_like))
         if self.similar_enabled:
             buttons.append(("Similar", self.actions.similar))

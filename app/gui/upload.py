@@ -16,6 +16,7 @@ from app.gui import BORDER, ERROR_FG, MUTED, SURFACE, to_photo
 from app.gui.chat import Chip, ImageCard, ProductStrip, _font
 
 PREVIEW_SIZE = 200
+DEFAULT_STRENGTH = 1.0  # the slider's start: the full change (models.editing.DEFAULT_STRENGTH)
 CHANGE_HINT = "Optional change, e.g. \u201cin red\u201d, \u201cwith long sleeves\u201d, \u201cfor women\u201d"
 
 
@@ -23,7 +24,7 @@ CHANGE_HINT = "Optional change, e.g. \u201cin red\u201d, \u201cwith long sleeves
 class UploadActions:
     choose: Callable[[], None]                  # pick a file, then the window calls `open_path`
     open_path: Callable[[str], None]            # open + describe on the worker
-    generate: Callable[[object, str], None]     # (PIL image, change text)
+    generate: Callable[[object, str, float], None]  # (PIL image, change text, strength 0..1)
     save: Callable[[object], None]              # a ShownImage
 
 
@@ -35,7 +36,7 @@ class UploadTab(ttk.Frame):
         self.path: str | None = None
         self.cards: list[ImageCard] = []
         self.strip: ProductStrip | None = None
-        self._preview_photo = None
+        self._preview_photo = self._reference_photo = None
         self._build()
 
     def _build(self) -> None:
@@ -69,11 +70,27 @@ class UploadTab(ttk.Frame):
                                           command=self.generate, state="disabled")
         self.generate_button.pack(side="left", padx=(8, 0))
         ttk.Label(right, text=CHANGE_HINT, style="Muted.TLabel").pack(anchor="w")
+        strength_row = ttk.Frame(right)
+        strength_row.pack(fill="x", pady=(6, 0))
+        ttk.Label(strength_row, text="Strength").pack(side="left")
+        self.strength = tk.DoubleVar(value=DEFAULT_STRENGTH)
+        self.strength_scale = ttk.Scale(strength_row, from_=0.0, to=1.0, variable=self.strength, length=220,
+                                        command=lambda _value: self._show_strength())
+        self.strength_scale.pack(side="left", padx=(8, 8))
+        self.strength_label = ttk.Label(strength_row, text="", style="Muted.TLabel")
+        self.strength_label.pack(side="left")
+        self._show_strength()
         self.status = ttk.Label(right, text="Choose an image to start.", style="Muted.TLabel", wraplength=780,
                                 justify="left")
         self.status.pack(anchor="w", pady=(10, 6))
         self.results = ttk.Frame(right)
         self.results.pack(fill="both", expand=True, anchor="nw")
+
+    def _show_strength(self) -> None:
+        value = self.strength.get()
+        meaning = ("close to your photo" if value < 0.35 else "part of the way" if value < 0.75
+                   else "the full change")
+        self.strength_label.configure(text=f"{value:.2f} · {meaning}")
 
     # -- called by the window
 
@@ -114,22 +131,43 @@ class UploadTab(ttk.Frame):
                       justify="left").pack(anchor="nw", pady=(0, 6))
         grid = ttk.Frame(self.results)
         grid.pack(anchor="nw")
+        self._reference_card(grid)
         for i, item in enumerate(reply.images):
             card = ImageCard(grid, item, [("Save", self.actions.save)])
-            card.grid(row=i // 4, column=i % 4, padx=(0, 8), pady=(0, 8), sticky="n")
+            card.grid(row=i // 4, column=1 + i % 4, padx=(0, 8), pady=(0, 8), sticky="n")
             self.cards.append(card)
         if reply.similar:
             self.strip = ProductStrip(self.results, reply.similar, bg=ttk.Style().lookup("TFrame", "background"))
             self.strip.pack(anchor="nw", pady=(6, 0))
+
+    def _reference_card(self, grid) -> None:
+        """The photo the variants were drawn from, at the variants' size, first in the row."""
+        frame = tk.Frame(grid, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER)
+        frame.grid(row=0, column=0, padx=(0, 14), pady=(0, 8), sticky="n")
+        self._reference_photo = to_photo(self.image, 192, master=frame, crisp=False)
+        tk.Label(frame, image=self._reference_photo, bg=SURFACE).pack(padx=4, pady=(4, 0))
+        tk.Label(frame, text="Your photo", bg=SURFACE, fg=MUTED, font=_font(frame, 9)).pack(pady=(2, 4))
 
     def clear_results(self) -> None:
         for child in self.results.winfo_children():
             child.destroy()
         self.cards.clear()
         self.strip = None
+        self._reference_photo = None
+
+    def show_failure(self, message: str) -> None:
+        """A file that could not be used: its error, and nothing left over from the previous photo."""
+        self.clear_results()
+        self.image = self.path = None
+        self._preview_photo = None
+        self.preview.configure(image="", text="No image")
+        self.file_label.configure(text="")
+        self.attributes_label.configure(text="")
+        self.generate_button.configure(state="disabled")
+        self.set_status(message, error=True)
 
     def destroy(self) -> None:
-        self._preview_photo = None  # released on the main thread (see chat.Bubble.destroy)
+        self._preview_photo = self._reference_photo = None  # released on the main thread (see chat.Bubble.destroy)
         self.image = None
         self.cards.clear()
         self.strip = None
@@ -140,7 +178,7 @@ class UploadTab(ttk.Frame):
             self.set_status("Choose an image first.", error=True)
             return
         self.set_status("Drawing variants \u2026")
-        self.actions.generate(self.image, self.change.get().strip())
+        self.actions.generate(self.image, self.change.get().strip(), round(float(self.strength.get()), 2))
 
 
 def describe_text(info: dict | None) -> str:

@@ -359,7 +359,9 @@ class App:
     def more_like_this(self, item) -> int:
         self.chat.add_user(f"More like this ({item.label})")
         self._record({"role": "user", "text": f"More like this ({item.label})", "time": time.time()})
-        return self._chat_job(lambda job: self._bot().more_like(item.caption, item.seed, item.prompt, job.check))
+        reference = getattr(item, "reference", None)  # a variant of a photo: variants of that photo
+        return self._chat_job(lambda job: self._bot().more_like(item.caption, item.seed, item.prompt, job.check,
+                                                                reference=reference))
 
     def similar_products(self, item) -> int:
         self.chat.add_user(f"Similar products ({item.label})")
@@ -437,7 +439,11 @@ class App:
         self.upload.set_status("Opening the image \u2026")
 
         def job(job: Job):
-            image = open_upload(path)  # ValueError -> an error event -> shown in the tab
+            try:
+                image = open_upload(path)
+            except ValueError as exc:  # an expected user error: one log line, shown in the tab
+                log.warning("upload refused: %s", exc)
+                return None, str(exc)
             describe = getattr(self.service, "describe_image", None)
             info = None
             if callable(describe) and self.bot is not None and self.bot.catalogue_ready:
@@ -445,16 +451,18 @@ class App:
             return image, info
 
         def on_event(event: Event) -> None:
-            if event.kind == RESULT:
+            if event.kind == RESULT and event.data[0] is None:
+                self.upload.show_failure(f"I couldn't use that file: {event.data[1]}")
+            elif event.kind == RESULT:
                 image, info = event.data
                 self.upload.show_image(image, path, info)
                 log.info("reference image opened: %s (%dx%d)", path, image.width, image.height)
             elif event.kind == ERROR:
-                self.upload.set_status(f"I couldn't use that file: {event.data.message}", error=True)
+                self.upload.show_failure(f"I couldn't use that file: {event.data.message}")
 
         return self.submit(job, on_event, group="upload", supersede=True)
 
-    def generate_variants(self, image, text: str) -> int:
+    def generate_variants(self, image, text: str, strength: float | None = None) -> int:
         def job(job: Job):
             from app.chat.bot import _pick_seeds, analyse_upload
 
@@ -462,7 +470,8 @@ class App:
             detection = bot.service.detect(text) if text else None
             seeds = bot._seeds()
             return analyse_upload(bot.service, image, detection, seeds or _pick_seeds(4),
-                                  catalogue=bot.catalogue_ready, catalogue_error=bot.catalogue_error).reply
+                                  catalogue=bot.catalogue_ready, catalogue_error=bot.catalogue_error,
+                                  strength=strength).reply
 
         def on_event(event: Event) -> None:
             if event.kind == RESULT:
