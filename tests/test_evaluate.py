@@ -182,3 +182,63 @@ def test_inception_fid_on_a_handful_of_images(pack, run_checkpoint, tmp_path):
     inc = json.loads((out / "report.json").read_text())["inception"]
     assert inc["n"] == 5 and inc["feature_dim"] == 2048
     assert inc["fid"] > 0 and inc["fid_floor"] > 0 and np.isfinite(inc["kid"])
+
+
+def test_gan_test_scores_against_the_right_labels(pack, run_checkpoint, tmp_path, monkeypatch):
+    """GAN-test with a known answer. The classifier here is fitted to every fixture photo (held-out ones
+    too), so it names their type and colour well; the "generator" draws, for each "<colour> <item>"
+    prompt, a real held-out photo with exactly those labels. GAN-test (all held-out products) must then
+    report the classifier's accuracy on the photos against their own labels, counted here, for both the
+    real and the generated side; the same count against shuffled labels is far lower."""
+    import models.metrics.evaluate as evaluate_module
+    from models.captions import canonical_caption
+    from models.metrics.classifier import fingerprint, save_classifier, train_classifier
+    from models.metrics.evaluate import GAN_TEST_SEED_OFFSET
+    from models.text_encoder import get_text_encoder
+
+    table = load_table(pack)
+    train, held = table.split(validation=False), table.split(validation=True)
+    model, vocab, stats = train_classifier(table, ClassifierConfig(width=16, steps=200, shift=0, label_smoothing=0.0,
+                                                                   lr=1e-2), "cpu")
+    classifier = tmp_path / "fitted.pt"
+    steps = 4  # the --classifier-steps below: the file must carry the fingerprint evaluate expects
+    save_classifier(classifier, model, vocab, ClassifierConfig(width=16, steps=steps), fingerprint(
+        train, ClassifierConfig(steps=steps, seed=0)), stats)
+
+    labels = np.array([vocab.encode(r) for r in held.rows])
+    assert (labels >= 0).all()
+    prompts = [canonical_caption(vocab.article_types[t], [vocab.colours[c]]) for t, c in labels]
+    first_with = {p: i for i, p in reversed(list(enumerate(prompts)))}  # a held-out photo for each prompt
+    drawn = held.images[[first_with[p] for p in prompts]]  # what the fake generator returns, per product
+    keys = sorted(first_with)
+    key_vectors = get_text_encoder().encode(keys)
+    real_generate = evaluate_module.generate
+
+    def photo_generator(G, text, seeds, device, batch=256):
+        if min(seeds) < GAN_TEST_SEED_OFFSET:  # the FID sets: the tiny generator as usual
+            return real_generate(G, text, seeds, device, batch)
+        match = (torch.as_tensor(text).float() @ key_vectors.float().T).argmax(1).tolist()
+        return held.images[[first_with[keys[m]] for m in match]]
+
+    monkeypatch.setattr(evaluate_module, "generate", photo_generator)
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(run_checkpoint), "--data", str(pack), "--out", str(out), "--classifier",
+                 str(classifier), "--skip-inception", *FAST, "--gan-test-n", "1000"]) == 0
+    gt = json.loads((out / "report.json").read_text())["gan_test"]
+    assert gt["n_images"] == len(held) and gt["classifier"]["trained_now"] is False
+
+    real_t, real_c, _ = classify(model, held.images, "cpu")
+    gen_t, gen_c, _ = classify(model, drawn, "cpu")
+    shuffled = labels[np.random.default_rng(0).permutation(len(labels))]
+    for key, column, real, gen in (("item_type", 0, real_t, gen_t), ("colour", 1, real_c, gen_c)):
+        own = float((real == labels[:, column]).mean())
+        wrong = float((real == shuffled[:, column]).mean())
+        assert own >= 0.6 and wrong < own - 0.3, (key, own, wrong)  # the known answer is a sharp one
+        assert gt[key]["real"] == pytest.approx(own), key
+        assert gt[key]["generated"] == pytest.approx(float((gen == labels[:, column]).mean())), key
+        assert gt[key]["ratio"] == pytest.approx(gt[key]["generated"] / gt[key]["real"]), key
+    per_type = {vocab.article_types[t]: n for t, n in zip(*np.unique(labels[:, 0], return_counts=True))}
+    assert {name: entry["n"] for name, entry in gt["per_type"].items()} == per_type
+    for name, entry in gt["per_type"].items():
+        rows = labels[:, 0] == vocab.article_types.index(name)
+        assert entry["real"] == pytest.approx(float((real_t[rows] == labels[rows, 0]).mean())), name
