@@ -14,7 +14,9 @@ Three test sets:
 2. The hand-labelled chat set (`--chat`, default tests/data/chat_messages.jsonl): list fields (article types,
    colours, exclude colours) are scored as sets, micro-averaged (accuracy = the whole set right); gender and usage as
    single labels where null means "none" (precision over non-null predictions, recall over non-null gold);
-   intent as accuracy with macro precision/recall/F1 over the five intents.
+   intent as accuracy with macro precision/recall/F1 over the five intents. Rows that carry `attributes` and
+   `exclude_attributes` ({name: [values]}, the negated ones apart: "not shiny") also score those two, as sets of
+   "name=value", over those rows only.
 3. Fashion IQ relative captions (`--fashioniq DIR`, every cap.*.json): the colours mentioned (colours plus exclude
    colours) against an independent rule, and exclude colours against a negation rule, both set-scored.
 
@@ -160,13 +162,23 @@ def read_chat(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def _attribute_set(attributes: dict | None) -> list[str]:
+    return sorted(f"{name}={value}" for name, values in (attributes or {}).items() for value in values)
+
+
 def eval_chat(detector, rows: list[dict], errors: list | None = None) -> dict:
     scores = {"article_type": SetScore(), "colour": SetScore(), "exclude_colour": SetScore(),
               "gender": LabelScore(), "usage": LabelScore(), "intent": LabelScore()}
+    if any("exclude_attributes" in r for r in rows):
+        scores.update(attribute=SetScore(), exclude_attribute=SetScore())
     for row, det in zip(rows, detector.pipe([r["text"] for r in rows])):
         pairs = {"article_type": (row["article_types"], det.article_types), "colour": (row["colours"], det.colours),
                  "exclude_colour": (row["exclude_colours"], det.exclude_colours), "gender": (row["gender"], det.gender),
                  "usage": (row["usage"], det.usage), "intent": (row["intent"], det.intent)}
+        if "exclude_attributes" in row:
+            pairs["attribute"] = (_attribute_set(row.get("attributes")), _attribute_set(det.attributes))
+            pairs["exclude_attribute"] = (_attribute_set(row["exclude_attributes"]),
+                                          _attribute_set(getattr(det, "exclude_attributes", None)))
         for name, (gold, pred) in pairs.items():
             scores[name].add(gold, pred)
             wrong = set(gold) != set(pred) if isinstance(gold, list) else gold != pred
