@@ -475,6 +475,41 @@ def test_similar_products_strip_under_images(make_app, service):
     assert app.chat.bubbles[-1].strip is not None
 
 
+def test_product_labels_fit_their_tiles(make_app):
+    """Every label under a product thumbnail is shown whole: long types and colours wrap, tiles grow."""
+    import tkinter as tk
+
+    from app.gui.chat import ProductStrip
+
+    app = make_app(autoload=False)
+    thumb = Image.new("RGB", (64, 64), (30, 30, 30))
+    products = [{"id": 1, "title": "Puma Men Black Casual Shoes", "articleType": "Casual Shoes",
+                 "baseColour": "Black", "thumbnail": thumb},
+                {"id": 2, "title": "Biba Women Fluorescent Green Salwar and Dupatta Set With Embroidery And A "
+                                   "Long Title", "articleType": "Salwar and Dupatta", "baseColour": "Fluorescent Green",
+                 "thumbnail": thumb},
+                {"id": 3, "title": "Playboy", "articleType": "Sports Sandals", "baseColour": "Navy Blue",
+                 "thumbnail": thumb}]
+    window = tk.Toplevel(app.root)
+    strip = ProductStrip(window, products)
+    strip.pack()
+    app.root.update()
+    for tile, product in zip(strip.tiles, products):
+        labels = [w for w in tile.winfo_children() if isinstance(w, tk.Label) and w.cget("text")]
+        for label in labels:
+            assert label.winfo_width() >= label.winfo_reqwidth() and label.winfo_height() >= label.winfo_reqheight()
+            right = label.winfo_rootx() + label.winfo_reqwidth()
+            bottom = label.winfo_rooty() + label.winfo_reqheight()
+            assert right <= tile.winfo_rootx() + tile.winfo_width(), label.cget("text")
+            assert bottom <= tile.winfo_rooty() + tile.winfo_height(), label.cget("text")
+        shown = " ".join(labels[-1].cget("text").split())
+        assert product["articleType"] in shown and product["baseColour"] in shown
+        if product["id"] == 1:
+            assert "\u2026" not in labels[0].cget("text")  # a title of two lines is not cut
+    assert len({tile.winfo_width() for tile in strip.tiles}) == 1  # one width for the whole row
+    window.destroy()
+
+
 # ---------------------------------------------------------------------------------------------- failures
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_LIVE_SETS = 40      # image sets kept drawn; older ones fold into a "Show again" row
 IMAGES_PER_ROW = 4
+TILE_WIDTH = THUMB_SIZE + 12  # a similar product's tile: its text wraps to this many pixels
+TITLE_LINES = 4         # a product title longer than this many lines ends in an ellipsis
 WHEEL_TAG = "ChatWheel"  # bindtag added to every widget inside the transcript: the wheel scrolls it
 HINT = "Enter to send \u00b7 Shift+Enter for a new line \u00b7 \u2191 recalls your last message"
 
@@ -264,7 +266,11 @@ class ImageCard(tk.Frame):
 
 
 class ProductStrip(tk.Frame):
-    """'Similar products': catalogue thumbnails with titles, in one row."""
+    """'Similar products': catalogue thumbnails with their title, colour and type, in one row.
+
+    Every tile is TILE_WIDTH wide; its text wraps to that width (the title to at most TITLE_LINES lines),
+    and the tiles of a row grow to the tallest one, so no label is ever clipped by its tile.
+    """
 
     def __init__(self, master, products: list[dict], bg: str = BOT_BG, title: str = "Similar products"):
         super().__init__(master, bg=bg)
@@ -274,11 +280,11 @@ class ProductStrip(tk.Frame):
         row = tk.Frame(self, bg=bg)
         row.pack(anchor="w")
         self.tiles: list[tk.Frame] = []
+        self.labels: list[tuple[tk.Label, tk.Label]] = []  # (title, colour and type) per tile
         for product in products:
-            tile = tk.Frame(row, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER, padx=4, pady=4,
-                            width=THUMB_SIZE + 18, height=THUMB_SIZE + 62)
-            tile.pack_propagate(False)
-            tile.pack(side="left", padx=(0, 6))
+            tile = tk.Frame(row, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER, padx=4, pady=4)
+            tile.pack(side="left", fill="y", padx=(0, 6))
+            tk.Frame(tile, bg=SURFACE, width=TILE_WIDTH, height=1).pack()  # sets the tile's width
             thumb = product.get("thumbnail")
             if thumb is not None:
                 photo = to_photo(thumb, THUMB_SIZE, master=tile, crisp=False)
@@ -286,38 +292,61 @@ class ProductStrip(tk.Frame):
                 tk.Label(tile, image=photo, bg=SURFACE, height=THUMB_SIZE).pack()
             title_font = _font(tile, 8)
             title_text = fit_lines(tile, str(product.get("title") or product.get("id") or ""), title_font,
-                                   THUMB_SIZE + 6)
-            tk.Label(tile, text=title_text, bg=SURFACE, fg=TEXT, font=title_font, justify="left",
-                     anchor="nw").pack(anchor="w", fill="x")
-            detail = " \u00b7 ".join(str(product[k]) for k in ("baseColour", "articleType") if product.get(k))
-            tk.Label(tile, text=detail, bg=SURFACE, fg=MUTED, font=_font(tile, 7), anchor="w").pack(anchor="w")
+                                   TILE_WIDTH, TITLE_LINES)
+            name = tk.Label(tile, text=title_text, bg=SURFACE, fg=TEXT, font=title_font, justify="left", anchor="nw",
+                            bd=0, padx=0)
+            name.pack(anchor="w", fill="x")
+            detail_font = _font(tile, 7)
+            parts = [str(product[k]) for k in ("baseColour", "articleType") if product.get(k)]
+            detail = tk.Label(tile, text=wrap_parts(tile, parts, detail_font, TILE_WIDTH), bg=SURFACE, fg=MUTED,
+                              font=detail_font, justify="left", anchor="w", bd=0, padx=0)
+            detail.pack(anchor="w")
             self.tiles.append(tile)
+            self.labels.append((name, detail))
 
     def destroy(self) -> None:
         self.photos.clear()  # released on the main thread (see Bubble.destroy)
         self.tiles.clear()
+        self.labels.clear()
         super().destroy()
 
 
-def fit_lines(widget: tk.Misc, text: str, font: tuple, width: int, lines: int = 2) -> str:
-    """Word-wrap `text` into at most `lines` lines of `width` pixels, ending in an ellipsis if cut."""
+def _measure(widget: tk.Misc, font: tuple, text: str) -> int:
+    return int(widget.tk.call("font", "measure", font, text))
 
-    def measure(s: str) -> int:
-        return int(widget.tk.call("font", "measure", font, s))
+
+def fit_lines(widget: tk.Misc, text: str, font: tuple, width: int, lines: int | None = 2) -> str:
+    """Word-wrap `text` into lines of at most `width` pixels: at most `lines` of them, the last ending in
+    an ellipsis if the text goes on (`lines=None`: as many as it takes, nothing cut). A word wider than
+    `width` is broken where it reaches the edge."""
     out: list[str] = []
     words = text.split()
-    while words and len(out) < lines:
+    while words and (lines is None or len(out) < lines):
         line = words.pop(0)
-        while words and measure(f"{line} {words[0]}") <= width:
+        while _measure(widget, font, line) > width and len(line) > 1:  # one word wider than the line
+            cut = len(line) - 1
+            while cut > 1 and _measure(widget, font, line[:cut]) > width:
+                cut -= 1
+            words.insert(0, line[cut:])
+            line = line[:cut]
+        while words and _measure(widget, font, f"{line} {words[0]}") <= width:
             line = f"{line} {words.pop(0)}"
         out.append(line)
-    for i, line in enumerate(out):
-        cut = bool(words) and i == len(out) - 1
-        if cut or measure(line) > width:
-            while line and measure(line + "\u2026") > width:
-                line = line[:-1]
-            out[i] = line.rstrip() + "\u2026"
+    if words and out:  # more text than lines: the last line says so
+        line = out[-1]
+        while line and _measure(widget, font, line + "\u2026") > width:
+            line = line[:-1]
+        out[-1] = line.rstrip() + "\u2026"
     return "\n".join(out)
+
+
+def wrap_parts(widget: tk.Misc, parts: list[str], font: tuple, width: int, separator: str = " \u00b7 ") -> str:
+    """Short labels ("Navy Blue", "Casual Shoes") on one line when they fit in `width` pixels, else one per
+    line, each wrapped: never cut."""
+    joined = separator.join(parts)
+    if _measure(widget, font, joined) <= width:
+        return joined
+    return "\n".join(fit_lines(widget, part, font, width, None) for part in parts)
 
 
 class ChatView(ttk.Frame):
