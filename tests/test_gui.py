@@ -201,6 +201,31 @@ def test_send_button_and_more_like_this(make_app):
     assert all(card.item.seed == first.item.seed and card.item.variation is not None for card in bubble.cards)
 
 
+def test_status_bar_shows_each_loading_step_and_a_determinate_bar(make_app, service):
+    """While the models load, the status bar names the step under way and the bar counts the steps done."""
+    from app.chat.service import LOAD_STEPS, LoadStep
+
+    gate = threading.Semaphore(0)
+
+    class SteppedService(Wrapped):
+        def load(self, progress):
+            for name in LOAD_STEPS:
+                progress(LoadStep(name))
+                gate.acquire()  # the test lets each step finish
+            progress("ready")
+
+    app = make_app(service_factory=lambda device: SteppedService(service))
+    bar = app.status.progress
+    for index, name in enumerate(LOAD_STEPS, 1):
+        pump(app.root, lambda n=name: n in app.status.detail.cget("text"), 30, f"the step {name!r}")
+        assert f"step {index} of {len(LOAD_STEPS)}" in app.status.state.cget("text")
+        assert str(bar.cget("mode")) == "determinate" and bar.winfo_ismapped()
+        assert float(bar.cget("maximum")) == len(LOAD_STEPS) and float(bar.cget("value")) == index - 1
+        gate.release()
+    wait_ready(app)
+    assert app.status.state.cget("text") == "ready" and not bar.winfo_ismapped()
+
+
 def test_messages_sent_while_loading_are_answered_and_ui_stays_responsive(make_app):
     from app.chat.service import ModelService
 

@@ -17,6 +17,23 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
+# What load() brings up, in order; each step's progress message is a LoadStep.
+LOAD_STEPS = ("keyword detector", "text encoder", "generator", "photo editor", "search model", "catalogue")
+
+
+class LoadStep(str):
+    """The progress message that starts a step of `load()` ("loading text encoder ..."), which also says
+    which step it is: `index` (1-based) of `total`, and its `name` in LOAD_STEPS."""
+
+    index: int
+    total: int
+    name: str
+
+    def __new__(cls, name: str):
+        message = super().__new__(cls, f"loading {name} ...")
+        message.name, message.index, message.total = name, LOAD_STEPS.index(name) + 1, len(LOAD_STEPS)
+        return message
+
 
 @dataclass
 class Generated:
@@ -45,11 +62,11 @@ class ModelService:
             if self.generator is not None:
                 return
             self._limit_threads()
-            progress("loading keyword detector ...")
+            progress(LoadStep("keyword detector"))
             self.detector = self._timed("detector", self._load_detector)
-            progress("loading text encoder ...")
+            progress(LoadStep("text encoder"))
             self.encoder = self._timed("text_encoder", self._load_encoder)
-            progress("loading generator ...")
+            progress(LoadStep("generator"))
             self.generator = self._timed("generator", self._load_generator)
             self._load_editor_if_possible(progress)
             self._load_catalog_if_possible(progress)
@@ -86,7 +103,7 @@ class ModelService:
         """The editing generator (photo variants); without it the app still draws from text."""
         from models.editing import PhotoEditor
 
-        progress("loading photo editor ...")
+        progress(LoadStep("photo editor"))
         try:
             self.editor = self._timed("editor", lambda: PhotoEditor(self.editor_weights, self.device))
             self.editor_error = None
@@ -132,9 +149,9 @@ class ModelService:
             from models.search.catalog import Catalogue
             from models.search.retrieval import DEFAULT_CATALOG, Retriever, SearchModel
 
-            progress("loading search model ...")
+            progress(LoadStep("search model"))
             model = self._timed("search_model", lambda: SearchModel(self.embedding_weights))
-            progress("loading catalogue ...")
+            progress(LoadStep("catalogue"))
             catalogue = self._timed("catalogue", lambda: Catalogue.load(self.catalog or DEFAULT_CATALOG))
             if self.encoder is None:
                 from models.text_encoder import get_text_encoder

@@ -37,8 +37,6 @@ APP_TITLE = "FashionGAN \u00b7 Shopping Assistant"
 POLL_MS = 30                # how often the UI drains the worker's events
 MAX_EVENTS_PER_POLL = 40    # the rest wait for the next tick: the UI never stalls on a burst
 RESTORE_MESSAGES = 80       # history messages drawn at start; older ones stay in the file
-LOAD_STEPS = 6              # progress messages while loading: detector, encoder, generator, search model,
-                            # catalogue, ready
 LOG_FILE = "fashiongan.log"
 WEIGHTS_FIX = ("To fix it, reinstall FashionGAN, or put a generator checkpoint at that path. From a source "
                "checkout, export one from a training run:\n"
@@ -81,7 +79,9 @@ class StatusBar(ttk.Frame):
         self.device.pack(side="right")
         self.settings = ttk.Label(self, text="", style="StatusMuted.TLabel")
         self.settings.pack(side="right", padx=(0, 16))
-        self.progress = ttk.Progressbar(self, mode="determinate", maximum=LOAD_STEPS, length=140)
+        # Determinate over the loading steps (app.chat.service.LOAD_STEPS): each step's message says
+        # which one it is and how many there are.
+        self.progress = ttk.Progressbar(self, mode="determinate", maximum=1, length=140)
         self.progress.pack(side="right", padx=(0, 16))
 
     def show(self, state: str, detail: str = "") -> None:
@@ -106,7 +106,6 @@ class App:
         self.tk_errors: list[str] = []
         self._handlers: dict[int, Callable[[Event], None]] = {}
         self._chat_ids: set[int] = set()
-        self._load_steps = 0
         self._load_message = ""
         self._closed = False
         self.worker = Worker().start()
@@ -248,7 +247,7 @@ class App:
 
     def load_models(self) -> None:
         self.model_state = "loading"
-        self._load_steps = 0
+        self._load_message = ""
         self.status.progress.configure(value=0)
         self.status.progress.pack(side="right", padx=(0, 16))
         self.status.show("loading models ...")
@@ -278,18 +277,13 @@ class App:
 
     def _on_load_event(self, event: Event) -> None:
         if event.kind == PROGRESS:
-            self._load_steps += 1
-            self.status.progress.configure(value=min(LOAD_STEPS, self._load_steps))
-            message = str(event.data)
-            if message != "ready":
-                self._load_message = message.rstrip(". ")
-                self.status.show("loading models ...", self._load_message)
+            self._show_load_progress(event.data)
         elif event.kind == RESULT:
             result: LoadResult = event.data
             # The models are hundreds of thousands of long-lived objects: keep the garbage collector off
             # them, so its full passes stay short and never stall the window.
             gc.freeze()
-            self.status.progress.configure(value=LOAD_STEPS)
+            self.status.progress.configure(value=self.status.progress.cget("maximum"))
             self.status.progress.pack_forget()
             self.status.device.configure(text=f"Device: {result.device}")
             self.chat.similar_enabled = result.similar
@@ -316,6 +310,21 @@ class App:
             self.status.show("models not loaded", event.data.message)
             self.dialogs.error("Could not load the models", f"{event.data.message}\n\nDetails are in the log:\n"
                                                             f"{user_log_dir() / LOG_FILE}")
+
+    def _show_load_progress(self, message) -> None:
+        """A loading step starts (app.chat.service.LoadStep: its name, index and total): the bar shows the
+        steps done, the status the one under way. Other messages (a part that is unavailable) are shown as
+        they are; "ready" fills the bar."""
+        index, total = getattr(message, "index", None), getattr(message, "total", None)
+        if index is not None and total:
+            self.status.progress.configure(maximum=total, value=index - 1)
+            self._load_message = f"{message.name} \u2026"
+            self.status.show(f"loading models \u00b7 step {index} of {total}", self._load_message)
+        elif str(message) == "ready":
+            self.status.progress.configure(value=self.status.progress.cget("maximum"))
+        else:
+            self._load_message = str(message).rstrip(". ")
+            self.status.show(self.status.state.cget("text"), self._load_message)
 
     # ------------------------------------------------------------------------------------------- chat
 
