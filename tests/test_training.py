@@ -139,17 +139,64 @@ def test_checkpoint_with_arbitrary_pickle_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+# `python -m models.train` as torchrun starts it, with each rank saving its own weights when training ends
+# (only rank 0 writes the checkpoint), so the test can see whether the ranks stayed in step.
+DDP_DRIVER = """
+import sys
+from pathlib import Path
+
+import torch
+
+from models.training import gan
+
+train = gan.Trainer.train
+
+
+def train_and_dump(self):
+    start = {k: v.clone() for k, v in self.G.state_dict().items()}
+    train(self)
+    torch.save({"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "G_start": start, "step": self.step}, Path(self.cfg.out) / f"rank{self.rank}-of-{self.world}.pt")
+
+
+gan.Trainer.train = train_and_dump
+from models.train import main  # noqa: E402
+
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
 def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+    """Two CPU ranks draw different batches (their samplers are seeded by rank); DDP averages the gradients,
+    so after training both hold the very same G, D and G_ema, which moved from the common start and which
+    rank 0 saved."""
+    driver = tmp_path / "ddp_driver.py"
+    driver.write_text(DDP_DRIVER, encoding="utf-8")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = ["-m", "models.train", "--data", str(ROOT / "tests/fixtures/pack/mini.npz"), "--steps", "3",
+    args = [str(driver), "--data", str(ROOT / "tests/fixtures/pack/mini.npz"), "--steps", "3",
             "--batch", "4", "--no-holdout", "--g-width", "8", "--d-width", "8", "--device", "cpu", "--threads", "1",
             "--out", str(tmp_path / "ddp"), "--cache-dir", str(tmp_path / "cache"), "--log-every", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(torchrun + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
     assert ckpt["step"] == 3
     assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 4
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}-of-2.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    cfg = GANConfig.from_dict(ckpt["config"]["gan"])
+    start = Generator(cfg)
+    # Parameters only: BatchNorm running statistics are broadcast from rank 0 before each forward pass, so
+    # after the last one each rank keeps its own batch's update (in G_ema too, which copies G's buffers).
+    parameters = {"G": [k for k, _ in start.named_parameters()], "G_ema": [k for k, _ in start.named_parameters()],
+                  "D": [k for k, _ in Discriminator(cfg).named_parameters()]}
+    for name, keys in parameters.items():
+        assert keys and set(keys) <= set(ranks[0][name])
+        for key in keys:
+            assert torch.equal(ranks[0][name][key], ranks[1][name][key]), f"rank 1's {name}.{key} differs from rank 0's"
+            assert torch.equal(ranks[0][name][key], ckpt["state_dict"][name][key]), f"the checkpoint's {name}.{key}"
+    moved = [k for k in parameters["G"] if not torch.equal(ranks[0]["G_start"][k], ranks[0]["G"][k])]
+    assert len(moved) > len(parameters["G"]) // 2, f"training changed only {moved} of the generator"
 
 
 def test_mode_seeking_loss_penalises_ignoring_the_seed():
