@@ -141,10 +141,22 @@ def test_triplet_training_separates_fixture_classes(pack_path):
     assert loss.item() < first * 0.7, (first, loss.item())
 
 
+def _same(a, b) -> bool:
+    """Nested dicts / lists of tensors and plain values, equal exactly."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def test_train_embedding_runs_resumes_and_exports(tmp_path, pack_path):
     """The trainer on the fixture pack (all validation products, so holdout off via --limit trick):
     writes config, metrics and checkpoint; resume (through `models.train --stage embed`, the one
-    training entry point) continues the step count; export loads."""
+    training entry point) continues exactly: 2 steps + 2 resumed end with the weights and optimiser
+    state of 4 steps in one go; export loads."""
     import numpy as np
 
     from models.checkpoint import load_checkpoint
@@ -178,6 +190,13 @@ def test_train_embedding_runs_resumes_and_exports(tmp_path, pack_path):
     assert train_main(["--stage", "embed", *common, "--steps", "4", "--resume"]) == 0
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 4
+    straight = tmp_path / "straight"
+    assert main([*common, "--out", str(straight), "--steps", "4"]) == 0  # the later --out wins
+    once = load_checkpoint(straight / "checkpoint.pt")
+    assert once["step"] == 4 and once["state_dict"].keys() == ckpt["state_dict"].keys()
+    for key, value in once["state_dict"].items():
+        assert torch.equal(value, ckpt["state_dict"][key]), f"resumed weights differ: {key}"
+    assert _same(once["optimizer"], ckpt["optimizer"]), "resumed optimiser state differs"
     config = json.loads((out / "config.json").read_text())
     assert config["embedding"]["dim"] == 16 and config["train"]["steps"] == 4
     lines = (out / "metrics.csv").read_text().splitlines()
