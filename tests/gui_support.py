@@ -41,9 +41,14 @@ class RecordingDialogs:
         self.calls.append(("ask_yes_no", title, message))
         return self.yes_no_answers.pop(0) if self.yes_no_answers else False
 
-    def ask_open_image(self):
-        self.calls.append(("ask_open_image", "", ""))
+    def ask_open_image(self, initialdir=None):
+        self.calls.append(("ask_open_image", str(initialdir) if initialdir is not None else "", ""))
         return self.open_answers.pop(0) if self.open_answers else None
+
+    @property
+    def open_folders(self) -> list[str]:
+        """The folder each open dialog started in, in order."""
+        return [folder for kind, folder, _ in self.calls if kind == "ask_open_image"]
 
 
 def pump(root, until, timeout: float = 60.0, what: str = "") -> None:

@@ -333,6 +333,34 @@ def test_attach_fixture_image_in_chat(make_app):
     assert user.photos  # the upload's thumbnail in the user's bubble
 
 
+def test_open_dialog_starts_in_the_last_folder_used(make_app, tmp_path, monkeypatch):
+    """Choose image, Attach and Ctrl+O start in the folder of the last image opened (kept in the settings,
+    so also after a restart), else the Pictures folder, else home: never the app's own folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    app = make_app(autoload=False)
+    app.chat.attach_button.invoke()  # cancelled: no file
+    assert app.dialogs.open_folders == [str(home)]
+    (home / "Pictures").mkdir()
+    app.upload.choose_button.invoke()
+    assert app.dialogs.open_folders[-1] == str(home / "Pictures")
+    shop = home / "shop"
+    shop.mkdir()
+    photo = shop / "dress.jpg"
+    photo.write_bytes(sorted(FIXTURE_IMAGES.glob("*.jpg"))[0].read_bytes())
+    app.dialogs.open_answers.append(str(photo))
+    app.upload.choose_button.invoke()
+    app.root.event_generate("<Control-o>")  # the Upload tab is shown now: the same dialog
+    assert app.dialogs.open_folders[-1] == str(shop)
+    assert app.storage.load_settings().last_folder == str(shop)
+    app.close()
+    again = make_app(autoload=False)
+    again.chat.attach_button.invoke()
+    assert again.dialogs.open_folders == [str(shop)]
+
+
 def test_broken_catalogue_is_a_message_when_a_photo_is_attached(make_app, service, tmp_path):
     """A damaged catalogue: the window still generates from text, and an attached photo gets a message
     saying photos can't be analysed, and why (the catalogue's own error)."""

@@ -152,3 +152,20 @@ def test_settings_round_trip_and_validation(home):
     assert st.load_settings() == Settings(8, "auto", "random", 0)
     st.settings_path.write_text("garbage")
     assert st.load_settings() == Settings()
+
+
+def test_open_dialog_starts_in_the_last_folder_else_pictures_else_home(home, monkeypatch):
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("XDG_PICTURES_DIR", raising=False)
+    assert storage.open_dialog_folder("") == home  # no Pictures folder
+    (home / "Pictures").mkdir()
+    assert storage.open_dialog_folder("") == home / "Pictures"
+    assert storage.open_dialog_folder(str(home / "gone")) == home / "Pictures"
+    (home / "shop").mkdir()
+    assert storage.open_dialog_folder(str(home / "shop")) == home / "shop"
+    st = Storage()
+    st.save_settings(Settings(last_folder=str(home / "shop")))
+    assert Storage().load_settings().last_folder == str(home / "shop")
+    st.settings_path.write_text(json.dumps({"last_folder": 3}))
+    assert st.load_settings().last_folder == ""

@@ -110,6 +110,7 @@ class Settings:
     device: str = "auto"          # auto | cpu | cuda
     seed_mode: str = "random"     # random | fixed
     fixed_seed: int = 0           # first seed when seed_mode is fixed
+    last_folder: str = ""         # where the last image was opened from; the open dialog starts there
 
     def validated(self) -> Settings:
         """A copy with every field in its valid range (bad values fall back to the defaults)."""
@@ -124,12 +125,28 @@ class Settings:
             seed = default.fixed_seed
         device = self.device if self.device in ("auto", "cpu", "cuda") else default.device
         mode = self.seed_mode if self.seed_mode in ("random", "fixed") else default.seed_mode
-        return Settings(n, device, mode, seed)
+        folder = self.last_folder if isinstance(self.last_folder, str) else default.last_folder
+        return Settings(n, device, mode, seed, folder)
 
     @classmethod
     def from_dict(cls, data: dict) -> Settings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known}).validated()
+
+
+def open_dialog_folder(last_folder: str = "") -> Path:
+    """Where the open-image dialog starts: the last folder used, else the user's Pictures folder, else home."""
+    if last_folder and Path(last_folder).is_dir():
+        return Path(last_folder)
+    try:
+        import platformdirs
+
+        pictures = Path(platformdirs.user_pictures_dir())
+    except Exception:  # noqa: BLE001 - no pictures folder on this platform: home is fine
+        pictures = None
+    if pictures is not None and pictures.is_dir():
+        return pictures
+    return Path.home()
 
 
 # ------------------------------------------------------------------------------------------- saved images

@@ -119,8 +119,9 @@ class Dialogs:
     def ask_yes_no(self, title: str, message: str) -> bool:
         return bool(messagebox.askyesno(title, message, parent=self.root))
 
-    def ask_open_image(self) -> str | None:
-        path = filedialog.askopenfilename(parent=self.root, title="Choose an image", filetypes=IMAGE_FILETYPES)
+    def ask_open_image(self, initialdir: str | None = None) -> str | None:
+        path = filedialog.askopenfilename(parent=self.root, title="Choose an image", filetypes=IMAGE_FILETYPES,
+                                          initialdir=initialdir or None)
         return path or None
 
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import tkinter as tk
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from tkinter import ttk
 from typing import TYPE_CHECKING
 
-from app.chat.storage import Settings
 from app.gui import BG
 
 if TYPE_CHECKING:
@@ -108,5 +107,6 @@ class SettingsDialog(tk.Toplevel):
             seed = int(self.fixed_seed.get())
         except ValueError:
             seed = self.app.settings.fixed_seed
-        self.app.apply_settings(Settings(images, self.device.get(), self.seed_mode.get(), seed))
+        self.app.apply_settings(replace(self.app.settings, images_per_request=images, device=self.device.get(),
+                                        seed_mode=self.seed_mode.get(), fixed_seed=seed))
         self.destroy()

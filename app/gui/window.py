@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
 
-from app.chat.storage import Settings, Storage, user_log_dir
+from app.chat.storage import Settings, Storage, open_dialog_folder, user_log_dir
 from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
 from app.gui import BG, Dialogs, configure_styles, drops
 from app.gui.chat import ChatActions, ChatView
@@ -167,6 +167,7 @@ class App:
         if len(paths) > 1:
             self.status.detail.configure(text=f"{len(paths)} files dropped: one image at a time, "
                                               f"so {Path(paths[0]).name} is used")
+        self._remember_folder(paths[0])  # a folder the user works in: the open dialog starts there next
         open_one(paths[0])
 
     def _set_icon(self) -> None:
@@ -399,8 +400,25 @@ class App:
 
         return self.submit(job, on_event, group="chat")
 
+    def ask_image(self) -> str | None:
+        """The open dialog, started in the last folder used (else Pictures, else home); remembers the folder."""
+        path = self.dialogs.ask_open_image(initialdir=str(open_dialog_folder(self.settings.last_folder)))
+        if path:
+            self._remember_folder(path)
+        return path or None
+
+    def _remember_folder(self, path: str) -> None:
+        folder = str(Path(path).resolve().parent)
+        if folder == self.settings.last_folder:
+            return
+        self.settings.last_folder = folder
+        try:
+            self.storage.save_settings(self.settings)
+        except OSError:
+            log.exception("could not save the settings")
+
     def attach_image(self) -> int | None:
-        path = self.dialogs.ask_open_image()
+        path = self.ask_image()
         if not path:
             return None
         return self.attach_path(path)
@@ -439,7 +457,7 @@ class App:
     # ---------------------------------------------------------------------------------------- upload tab
 
     def choose_upload(self) -> None:
-        path = self.dialogs.ask_open_image()
+        path = self.ask_image()
         if path:
             self.open_upload_path(path)
 
