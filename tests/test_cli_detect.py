@@ -62,7 +62,8 @@ def test_eval_detector_on_the_chat_set(capsys):
     code, out, err = run_cli(["eval-detector", "--json", "--speed", "300"], capsys)
     assert code == 0, err
     report = json.loads(out)
-    assert set(report["chat"]) == {"article_type", "colour", "exclude_colour", "gender", "usage", "intent"}
+    assert set(report["chat"]) == {"article_type", "colour", "exclude_colour", "gender", "usage", "intent",
+                                   "attribute", "exclude_attribute"}
     assert report["chat"]["intent"]["accuracy"] >= 0.95
     assert report["speed"]["pipe_msgs_per_cpu_s"] > 0
 

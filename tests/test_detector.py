@@ -94,6 +94,29 @@ def test_negation_scopes_over_the_colour_it_governs(detect, text, colours, exclu
     assert (found.colours, found.exclude_colours) == (colours, excluded)
 
 
+@pytest.mark.parametrize("text, attributes, excluded", [
+    ("a green saree, nothing too shiny", {}, {"detail": ["shiny"]}),
+    ("a t-shirt with no print", {}, {"pattern": ["printed"]}),
+    ("a dress, not sleeveless", {}, {"sleeve": ["sleeveless"]}),
+    ("no prints or stripes", {}, {"pattern": ["printed", "striped"]}),
+    ("a kurti in cotton, not silk", {"material": ["cotton"]}, {"material": ["silk"]}),
+    ("without sleeves", {"sleeve": ["sleeveless"]}, {}),  # the phrase itself means sleeveless
+    ("I don't mind prints", {"pattern": ["printed"]}, {}),
+    ("has no logo and pink", {}, {"pattern": ["graphic"]}),  # a list holds one kind: Pink stays wanted
+])
+def test_negation_scopes_over_the_attribute_it_governs(detect, text, attributes, excluded):
+    found = detect(text)
+    assert (found.attributes, found.exclude_attributes) == (attributes, excluded)
+    assert not any(value in found.caption for values in excluded.values() for value in values)
+    assert all(kw.label.startswith("NOT_ATTRIBUTE:") for kw in found.keywords if kw.label.split(":")[1] in
+               {f"{name}={v}" for name, vs in excluded.items() for v in vs})
+
+
+def test_a_negated_attribute_alone_is_a_refinement(detect):
+    assert detect("not shiny").intent == "refine"
+    assert detect("no print please").intent == "refine"
+
+
 def test_negated_item_is_left_out(detect):
     assert detect("a shirt, not a t-shirt").article_types == ["Shirts"]
     assert detect("not black shoes").article_types == ["Casual Shoes"]
@@ -210,6 +233,8 @@ def test_chat_set_meets_the_targets(detect):
     assert {r["intent"] for r in rows} == set(INTENTS)
     report = detector_eval.eval_chat(detect, rows)
     assert report["article_type"]["accuracy"] >= 0.95
+    assert report["exclude_attribute"]["n"] >= 40 and report["exclude_attribute"]["f1"] >= 0.95
+    assert report["attribute"]["f1"] >= 0.9
     assert report["colour"]["f1"] >= 0.97
     assert report["intent"]["accuracy"] >= 0.95
 

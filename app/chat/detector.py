@@ -5,6 +5,7 @@ over a message and returns a `Detection`: the catalogue labels it names and the 
 
 Keyword labels ("KIND:value"): "ARTICLE_TYPE:Tshirts", "NOT_ARTICLE_TYPE:Tshirts" (a negated item, left out of
 article_types), "COLOUR:Navy Blue", "NOT_COLOUR:Black", "GENDER:Men", "USAGE:Formal", "ATTRIBUTE:pattern=striped",
+"NOT_ATTRIBUTE:pattern=printed" (a negated attribute, "no print": in exclude_attributes, never in the caption),
 "BRAND:Red Tape", "OTHER_ITEM:other" (a product outside the catalogue, e.g. a watch: the intent is shop).
 Offsets are character offsets into the text: text[start:end] == keyword text.
 
@@ -48,6 +49,7 @@ class Detection:
     gender: str | None = None
     usage: str | None = None
     attributes: dict[str, list[str]] = field(default_factory=dict)
+    exclude_attributes: dict[str, list[str]] = field(default_factory=dict)  # "not shiny": {"detail": ["shiny"]}
     keywords: list[Keyword] = field(default_factory=list)
     caption: str = ""
 
@@ -85,7 +87,7 @@ class KeywordDetector:
         return Detection(
             text=text, intent=found["intent"], article_types=found["article_types"], colours=found["colours"],
             exclude_colours=found["exclude_colours"], gender=found["gender"], usage=found["usage"],
-            attributes=attributes, keywords=[Keyword(text[s:e], label, s, e) for s, e, _, label in found["keywords"]],
+            attributes=attributes, exclude_attributes=found["exclude_attributes"], keywords=[Keyword(text[s:e], label, s, e) for s, e, _, label in found["keywords"]],
             caption=caption,
         )
 

@@ -5,7 +5,7 @@
     fashion_entities    PhraseMatcher on NORM for the lexicon's phrases, longest match wins; ents ARTICLE_TYPE,
                         AMBIGUOUS_ITEM, COLOUR, GENDER, ATTRIBUTE, OTHER_ITEM with the catalogue label as the span id
     fashion_cues        PhraseMatcher for usages (may overlap items: "formal shoes") and for intent/negation cues
-    fashion_resolver    negation scope, context for generic items ("shoes" + office -> Formal Shoes), the title model
+    fashion_resolver    negation scope (colours, attributes, items), context for generic items ("shoes" + office -> Formal Shoes), the title model
                         as tie-breaker/fallback, intent; stores a plain dict in `doc._.fashion`
 
 The vocabulary, typo corrector and title model are in app/chat/lexicon.py; negation scope in app/chat/negation.py.
@@ -209,7 +209,7 @@ class FashionResolver:
         usage = usages[0].label_ if usages else None
 
         keywords, articles, colours, excluded = [], [], [], []
-        gender, attributes, brands, evidence_words = None, {}, [], None
+        gender, attributes, excluded_attributes, brands, evidence_words = None, {}, {}, [], None
         other_items = False
         for ent in ents:
             kind, value = ent.label_, ent.id_
@@ -235,13 +235,19 @@ class FashionResolver:
                 gender = gender or value
             elif kind == "ATTRIBUTE":
                 name, _, val = value.partition("=")
-                _append_new(attributes.setdefault(name, []), val)
+                if ent.start in negated:  # "nothing too shiny", "no print"
+                    kind = "NOT_ATTRIBUTE"
+                    _append_new(excluded_attributes.setdefault(name, []), val)
+                else:
+                    _append_new(attributes.setdefault(name, []), val)
             elif kind == "BRAND":
                 brands.append(value)
             keywords.append((ent.start_char, ent.end_char, ent.text, f"{kind}:{value}"))
         for span in usages:
             keywords.append((span.start_char, span.end_char, span.text, f"USAGE:{span.label_}"))
         excluded = [c for c in excluded if c not in colours]
+        excluded_attributes = {name: kept for name, values in excluded_attributes.items()
+                               if (kept := [v for v in values if v not in attributes.get(name, [])])}
 
         chatty = cues.keys() & {"GREETING", "HELP", "HELP_HOW", "THANKS"}
         if not articles and self.title_model is not None and not chatty:
@@ -254,7 +260,9 @@ class FashionResolver:
                 if post[best] >= (FALLBACK_MIN_POSTERIOR_TITLE if title_like else FALLBACK_MIN_POSTERIOR):
                     articles.append(best)
 
-        strong_attrs = [e for e in ents if e.label_ == "ATTRIBUTE" and e.text.lower() not in self.lexicon.weak_terms]
+        # A weak attribute word alone is chat ("it's basic"); negated it is a filter ("not shiny").
+        strong_attrs = [e for e in ents if e.label_ == "ATTRIBUTE"
+                        and (e.start in negated or e.text.lower() not in self.lexicon.weak_terms)]
         # A usage alone in a question is chat, not a filter: "who won the football match?"
         usage_filter = usage and not (len(doc) and doc[0].norm_ in QUESTION_WORDS)
         filters = bool(colours or excluded or gender or usage_filter or strong_attrs or brands)
@@ -263,7 +271,7 @@ class FashionResolver:
             "intent": _intent(bool(articles) or other_items, filters, cues),
             "article_types": articles, "colours": colours, "exclude_colours": excluded,
             "gender": gender, "usage": usage, "attributes": attributes,
-            "keywords": keywords,
+            "exclude_attributes": excluded_attributes, "keywords": keywords,
         }
         return doc
 
