@@ -271,8 +271,82 @@ def test_save_writes_png_with_prompt_and_seed_and_lists_it(make_app):
         assert im.text["caption"] == card.item.caption
     app.notebook.select(app.saved)
     pump(app.root, lambda: len(app.saved.paths) == 2, 10, "the Saved tab to list both files")
-    row = app.saved.tree.item(app.saved.tree.get_children()[0])
-    assert row["values"][1] == card.item.seed or str(card.item.seed) in str(row["values"][1])
+    assert f"seed {card.item.seed}" == app.saved.cards[0].labels["seed"].cget("text")
+
+
+def _saved_tab_with(app, prompts):
+    image = Image.new("RGB", (64, 64), (20, 20, 20))
+    for seed, prompt in enumerate(prompts, 1602472965):
+        app.storage.save_image(image, prompt, seed, caption="black casual shoes, men, casual")
+    app.notebook.select(app.saved)
+    pump(app.root, lambda: len(app.saved.cards) == len(prompts), 10, "the saved images")
+    return app.saved
+
+
+def test_saved_tab_shows_whole_prompt_seed_and_file_of_each_image(make_app):
+    """Two saves of one prompt differ by seed and file: both are shown whole, never cut off."""
+    import tkinter as tk
+
+    long_prompt = "black casual shoes for men with white laces and a thick rubber sole, for weekends in town"
+    app = make_app(autoload=False)
+    saved = _saved_tab_with(app, [long_prompt, long_prompt])
+    app.root.update()
+    for card in saved.cards:
+        shown = {name: " ".join(label.cget("text").split()) for name, label in card.labels.items()}
+        assert shown["prompt"] == long_prompt
+        assert shown["seed"] == f"seed {card.saved.seed}"
+        assert card.saved.path.name in card.labels["file"].cget("text").replace("\n", "")
+        for label in card.labels.values():
+            assert label.winfo_width() >= label.winfo_reqwidth(), label.cget("text")
+            assert label.winfo_rootx() + label.winfo_reqwidth() <= card.winfo_rootx() + card.winfo_width()
+        assert card.winfo_ismapped() and isinstance(card.image_label, tk.Label) and card.photo is not None
+    first, second = saved.cards
+    assert first.labels["seed"].cget("text") != second.labels["seed"].cget("text")
+
+
+def test_open_folder_without_a_file_manager_shows_the_path_to_copy(make_app, tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no xdg-open (nor open) on this machine
+    app = make_app(autoload=False)
+    saved = _saved_tab_with(app, ["white sneakers"])
+    app.notebook.select(app.chat)
+    app.menubar.nametowidget(app.menubar.entrycget("File", "menu")).invoke("Open saved images folder")
+    app.root.update()
+    assert app.notebook.select() == str(saved)  # where the message is
+    assert saved.notice.winfo_ismapped()
+    message = saved.notice_label.cget("text")
+    assert "No file manager is available" in message and "xdg-open" in message and "Errno" not in message
+    assert saved.path_entry.get() == str(app.storage.saved_dir)
+    assert str(saved.path_entry.cget("state")) == "readonly"  # selectable, not editable
+    saved.path_entry.selection_range(0, "end")
+    assert saved.path_entry.selection_get() == str(app.storage.saved_dir)
+    saved.copy_path()
+    assert app.root.clipboard_get() == str(app.storage.saved_dir)
+    card = saved.cards[0]
+    for _ in range(2):  # a double click on the image opens it
+        card.image_label.event_generate("<ButtonPress-1>", x=10, y=10)
+        card.image_label.event_generate("<ButtonRelease-1>", x=10, y=10)
+    app.root.update()
+    assert saved.path_entry.get() == str(card.saved.path) and "file is here" in saved.notice_label.cget("text")
+    assert not app.dialogs.calls  # no message box, no raw error
+
+
+def test_a_file_manager_that_fails_is_reported_too(make_app, tmp_path, monkeypatch):
+    import app.gui.saved as saved_module
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"
+    opener.write_text("#!/bin/sh\nexit 3\n")  # what xdg-open does when no program can open the path
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(saved_module, "OPEN_CHECK_MS", 300)
+    app = make_app(autoload=False)
+    saved = _saved_tab_with(app, ["white sneakers"])
+    assert saved.open_folder() is True
+    pump(app.root, lambda: saved.notice.winfo_ismapped(), 10, "the message that it could not be opened")
+    assert "status 3" in saved.notice_label.cget("text") and saved.path_entry.get() == str(app.storage.saved_dir)
 
 
 def test_history_is_restored_after_restart_and_can_be_cleared(make_app, tmp_path):
