@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from models.images import open_image
-from models.search.catalog import CatalogError, Catalogue, encode_thumbnail, stratified_selection
+from models.search.catalog import (
+    CatalogError,
+    Catalogue,
+    encode_thumbnail,
+    gender_labels,
+    gender_match,
+    stratified_selection,
+)
 
 
 def _tiny(n=6, dim=4):
@@ -84,6 +91,17 @@ def test_label_facets_lift_matching_products_above_closer_ones():
     assert cat.label_bonus([{}], 1.0).sum() == 0 and cat.label_bonus([{"baseColour": "Red"}], 0.0) is None
     assert cat.bonus([{"baseColour": "Red"}], 0.0, 0.0) is None  # no attribute heads, no labels: none
     assert cat.bonus([{"baseColour": "Red"}], 0.1, 1.0).tolist() == [[1.0, 0.0] * 3]
+
+
+def test_gender_facet_rule_unisex_goes_with_men_and_women_kids_are_their_own():
+    assert gender_labels("Men") == {"men", "unisex"} and gender_labels("women") == {"women", "unisex"}
+    assert gender_labels("Unisex") == {"unisex", "men", "women"}
+    assert gender_labels("Girls") == {"girls"} and gender_labels("Boys") == {"boys"}
+    assert gender_labels(None) == gender_labels("") == set()
+    got = gender_match(np.array(["Men", "Women", "Girls", ""]),
+                       np.array([["Men", "Unisex", "Women", "Boys"]] * 4))
+    assert got.tolist() == [[True, True, False, False], [False, True, True, False],
+                            [False, False, False, False], [False, False, False, False]]
 
 
 def test_search_finds_the_same_image_with_a_known_encoder(pack_path):

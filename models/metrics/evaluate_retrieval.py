@@ -5,10 +5,14 @@ every query comes from it too:
 - text, titles: each held-out product's real title; precision@10 of its item type and of its colour,
   and Recall@10 of the product itself;
 - text, prompts: "<colour> <item>" for every (type, colour) cell with at least 10 catalogue products;
+- text, gender prompts: "<colour> <item> for men|women" for every (type, colour, gender) cell with at least
+  10 catalogue products of that gender (Unisex ones included);
 - composed: a held-out image + "in <another colour>" (a colour with at least 10 products of that type
   in the catalogue, drawn at random); precision@10 of (same type AND the new colour), the reference
   product itself excluded;
 - image only: each held-out image; precision@10 of type and colour, the product itself excluded.
+Gender precision@10 counts a Unisex product as a match for men and for women (and any adult product
+for a Unisex one); Boys and Girls are their own. Titles and photos want the product's own gender.
 Text queries are measured with and without the synthetic expansion (generated images); every query
 kind also with the embedding alone and without the catalogue-label facets; a sweep over the fusion
 weights is reported. Writes a JSON report (`--out`) and prints it.
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 from models.data import load_table
-from models.search.catalog import Catalogue
+from models.search.catalog import Catalogue, gender_labels, gender_match
 from models.search.retrieval import (
     ATTRIBUTE_WEIGHT,
     COMPOSE_IMAGE_WEIGHT,
@@ -53,6 +57,15 @@ def precision(catalogue_labels: np.ndarray, top: np.ndarray, wanted: np.ndarray)
     return float((catalogue_labels[top] == wanted[:, None]).mean())
 
 
+def gender_precision(catalogue_genders: np.ndarray, top: np.ndarray, wanted: np.ndarray) -> float:
+    """Mean over queries with a wanted gender of the share of their top-k rows whose gender matches it
+    (`models.search.catalog.gender_match`: Unisex goes with Men and Women)."""
+    has = np.array([bool(w) for w in wanted], dtype=bool)
+    if len(top) == 0 or not has.any():
+        return float("nan")
+    return float(gender_match(wanted[has], catalogue_genders[top[has]]).mean())
+
+
 class Evaluation:
     def __init__(self, args):
         from models.text_encoder import TextEncoder
@@ -67,6 +80,7 @@ class Evaluation:
         self.build_s = time.perf_counter() - start
         self.types = np.array(self.catalogue.article_types)
         self.colours = np.array(self.catalogue.colours)
+        self.genders = np.array(self.catalogue.genders)
         self.detect = _detector()
         self.generator = _generator(args.generator)
         self.retriever = Retriever(self.model, self.catalogue, TextEncoder(), self.detect, self.generator)
@@ -84,6 +98,17 @@ class Evaluation:
         cells = Counter(zip(self.types, self.colours))
         cells = sorted(c for c, n in cells.items() if n >= MIN_CELL and c[0] and c[1])
         return [f"{c} {t}".lower() for t, c in cells], np.array([t for t, _ in cells]), np.array([c for _, c in cells])
+
+    def gender_prompt_queries(self):
+        """"<colour> <item> for men|women" for every cell with at least MIN_CELL products of that gender."""
+        folded = np.char.lower(self.genders)
+        cells = Counter()
+        for gender in ("Men", "Women"):
+            ok = np.isin(folded, sorted(gender_labels(gender)))
+            cells.update((t, c, gender) for t, c in zip(self.types[ok], self.colours[ok]) if t and c)
+        cells = sorted(cell for cell, n in cells.items() if n >= MIN_CELL)
+        return ([f"{c} {t} for {g}".lower() for t, c, g in cells], np.array([t for t, _, _ in cells]),
+                np.array([c for _, c, _ in cells]), np.array([g for _, _, g in cells]))
 
     def composed_queries(self):
         cells = Counter(zip(self.types, self.colours))
@@ -113,6 +138,8 @@ class Evaluation:
         title_caps, title_wanted = self.retriever.analyse(titles)
         prompts, p_types, p_colours = self.prompt_queries()
         prompt_caps, prompt_wanted = self.retriever.analyse(prompts)
+        g_prompts, g_types, g_colours, g_genders = self.gender_prompt_queries()
+        g_caps, g_wanted = self.retriever.analyse(g_prompts)
         report["detector_on_prompts"] = {
             "type_found": round(float(np.mean([w["articleType"] == t for w, t in zip(prompt_wanted, p_types)])), 4),
             "colour_found": round(float(np.mean([w["baseColour"] == c for w, c in zip(prompt_wanted, p_colours)])), 4)}
@@ -127,12 +154,15 @@ class Evaluation:
             for exp_w in expansions:
                 tv, _ = self.retriever.text_query_vectors(titles, title_caps, exp_w > 0, raw_w, exp_w)
                 pv, _ = self.retriever.text_query_vectors(prompts, prompt_caps, exp_w > 0, raw_w, exp_w)
+                gv, _ = self.retriever.text_query_vectors(g_prompts, g_caps, exp_w > 0, raw_w, exp_w)
                 for attr_w, label_w in reranks:
                     t = self.metrics(tv, title_wanted, attr_w, label_w, title_rows, self.types[title_rows],
-                                     self.colours[title_rows], k)
+                                     self.colours[title_rows], k, self.genders[title_rows])
                     p = self.metrics(pv, prompt_wanted, attr_w, label_w, None, p_types, p_colours, k)
-                    sweep[_key(raw_w, exp_w, attr_w, label_w)] = {"titles": t, "prompts": p}
-        for name, part in (("text_titles", "titles"), ("text_prompts", "prompts")):
+                    g = self.metrics(gv, g_wanted, attr_w, label_w, None, g_types, g_colours, k, g_genders)
+                    sweep[_key(raw_w, exp_w, attr_w, label_w)] = {"titles": t, "prompts": p, "gender_prompts": g}
+        for name, part in (("text_titles", "titles"), ("text_prompts", "prompts"),
+                           ("text_gender_prompts", "gender_prompts")):
             report[name] = {"no_expansion": sweep[_key(RAW_TEXT_WEIGHT, 0.0, ATTRIBUTE_WEIGHT, LABEL_WEIGHT)][part],
                             "without_labels": sweep[_key(RAW_TEXT_WEIGHT, 0.0, HEADS_ONLY_WEIGHT, 0.0)][part],
                             "embedding_only": sweep[_key(RAW_TEXT_WEIGHT, 0.0, 0.0, 0.0)][part]}
@@ -148,11 +178,13 @@ class Evaluation:
         report["targets"] = self.check_targets(report)
         return report
 
-    def metrics(self, vectors, wanted, attr_w, label_w, want_rows, want_types, want_colours, k):
+    def metrics(self, vectors, wanted, attr_w, label_w, want_rows, want_types, want_colours, k, want_genders=None):
         bonus = self.catalogue.bonus(wanted, attr_w, label_w)
         top, _ = self.catalogue.search_many(vectors, k, bonus=bonus)
         out = {"queries": len(vectors), "type_p10": precision(self.types, top, want_types),
                "colour_p10": precision(self.colours, top, want_colours)}
+        if want_genders is not None:
+            out["gender_p10"] = gender_precision(self.genders, top, want_genders)
         if want_rows is not None:
             out["product_r10"] = float((top == want_rows[:, None]).any(1).mean())
         return {key: round(v, 4) if isinstance(v, float) else v for key, v in out.items()}
@@ -162,6 +194,7 @@ class Evaluation:
         texts = [f"in {c.lower()}" for c in new_colours]
         want_c = np.array(new_colours)
         want_t = self.types[rows]
+        want_g = self.genders[rows]
         results = {}
         chosen = (COMPOSE_IMAGE_WEIGHT, COMPOSE_OLD_WEIGHT)
         grid = {(a, b) for a in (0.0, 0.25, 0.5, 1.0) for b in (0.0, 0.5, 1.0)} if self.args.sweep else set()
@@ -177,6 +210,7 @@ class Evaluation:
                     "queries": len(rows), "type_and_colour_p10": round(float(both.mean()), 4),
                     "type_p10": round(precision(self.types, top, want_t), 4),
                     "colour_p10": round(precision(self.colours, top, want_c), 4),
+                    "gender_p10": round(gender_precision(self.genders, top, want_g), 4),
                     "modification_understood": round(understood, 4)}
         return _with_ablations(results, f"image={chosen[0]},old={chosen[1]},attributes="), results
 
@@ -190,14 +224,18 @@ class Evaluation:
             top, _ = self.catalogue.search_many(vectors, k, exclude=[[i] for i in range(len(vectors))], bonus=bonus)
             results[f"attributes={attr_w},labels={label_w}"] = {"queries": len(vectors),
                                                "type_p10": round(precision(self.types, top, self.types), 4),
-                                               "colour_p10": round(precision(self.colours, top, self.colours), 4)}
+                                               "colour_p10": round(precision(self.colours, top, self.colours), 4),
+                                               "gender_p10": round(gender_precision(self.genders, top, self.genders),
+                                                                   4)}
         return _with_ablations(results, "attributes="), results
 
     def attribute_accuracy(self):
         pred = self.model.predict(self.val.images)
         t = np.mean([p["articleType"] == r for p, r in zip(pred, self.types)])
         c = np.mean([p["baseColour"] == r for p, r in zip(pred, self.colours) if r])
-        return {"type_accuracy": round(float(t), 4), "colour_accuracy": round(float(c), 4)}
+        g = np.mean([p.get("gender") == r for p, r in zip(pred, self.genders) if r])
+        return {"type_accuracy": round(float(t), 4), "colour_accuracy": round(float(c), 4),
+                "gender_accuracy": round(float(g), 4)}
 
     def latency(self, k):
         """Milliseconds per query on this catalogue: search alone, and a whole text query."""

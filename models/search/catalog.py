@@ -37,6 +37,9 @@ TEXT_FIELDS = {"ids": "id", "titles": "productDisplayName", "article_types": "ar
 REQUIRED = ("embeddings", "thumbs", "thumb_offsets", "meta", *TEXT_FIELDS)
 ATTRIBUTES = ("articleType", "baseColour")  # heads whose log-probabilities are stored (optional arrays)
 LOGP_FLOOR = -12.0  # log-probabilities are clipped here, so one head cannot veto a product alone
+# The gender facet: a Unisex product is for men and for women (and a Unisex request takes either);
+# Boys and Girls are their own. Keys and values are case-folded catalogue labels.
+GENDER_ALSO = {"men": ("unisex",), "women": ("unisex",), "unisex": ("men", "women")}
 
 
 class CatalogError(ValueError):
@@ -269,6 +272,24 @@ class Catalogue:
 SEAL_PREFIX = b"fashiongan-catalog sha256:"
 SEAL_LENGTH = len(SEAL_PREFIX) + 64
 _END_OF_DIRECTORY = b"PK\x05\x06"
+
+
+def gender_labels(wanted: str | None) -> set[str]:
+    """The case-folded catalogue genders a wanted gender matches: {"men", "unisex"} for Men; empty for none."""
+    wanted = (wanted or "").casefold()
+    return {wanted, *GENDER_ALSO.get(wanted, ())} if wanted else set()
+
+
+def gender_match(wanted, labels) -> np.ndarray:
+    """Elementwise: does each catalogue gender in `labels` match the wanted gender of its row? `wanted`
+    (Q,) and `labels` (Q, ...) arrays of labels; rows whose wanted gender is empty match nothing."""
+    wanted = np.asarray(wanted, dtype=str)
+    folded = np.char.lower(np.asarray(labels, dtype=str))
+    out = np.zeros(folded.shape, bool)
+    for gender in set(wanted.tolist()):
+        rows = wanted == gender
+        out[rows] = np.isin(folded[rows], sorted(gender_labels(gender)))
+    return out
 
 
 def _facet_codes(labels: list[str]) -> tuple[np.ndarray, dict[str, int]]:
