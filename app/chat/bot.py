@@ -32,6 +32,7 @@ from models.captions import canonical_caption
 log = logging.getLogger(__name__)
 
 SIMILAR_K = 8              # products in a "Similar products" strip
+CANDIDATES = 3             # an answer's images are picked among this many seeds' draws per image
 VARIATION_STRENGTH = 0.5   # "More like this": how far variations move from the seed's latent (0..1);
                            # 0.5 changes an image about a third as much as a new seed does
 EXCLUDE_ROUNDS = 3         # extra draws allowed to replace images that show an excluded colour
@@ -269,10 +270,12 @@ class Bot:
         self.catalogue_error: str | None = None
         self.generation_error: str | None = None  # set when the generator could not be loaded
         self._variation_counter = 0
+        self._shown: list = []  # images shown for the current text request ("show me more" avoids them)
 
     # -- public entry points (worker thread)
 
     def reset(self) -> None:
+        self._shown = []
         self.state = RequestState()
         self.reference = None
 
@@ -397,13 +400,14 @@ class Bot:
         if changes:  # same seeds: the same designs, changed as asked
             seeds = self.state.seeds if len(self.state.seeds) == self._n() else self._seeds()
             note = "Changed " + ", ".join(changes) + "."
-        else:  # "show me more", "another one", "different ones"
-            last = self.state.seeds[-1] if self.state.seeds else None
+        else:  # "show me more", "another one", "different ones": never one already shown
+            last = max(self.state.seeds) if self.state.seeds else None
             seeds = self._seeds(after=last)
             note = "New designs for the same request."
+            return self._draw_reply(text, seeds, note, check, avoid=self._shown)
         return self._draw_reply(text, seeds, note, check)
 
-    def _draw_reply(self, text: str, seeds: list[int], note: str | None, check) -> Reply:
+    def _draw_reply(self, text: str, seeds: list[int], note: str | None, check, avoid: list = ()) -> Reply:
         caption = self.state.caption()
         chips = self.state.chips()
         headline = "Looking for:"
@@ -416,7 +420,8 @@ class Bot:
         if self.reference is not None and hasattr(self.service, "variants"):
             images, dropped = self._draw_variants(self.reference, caption, seeds, excluded, text, check)
         else:
-            images, dropped = self._draw(caption, seeds, excluded, text, check)
+            images, dropped = self._draw(caption, seeds, excluded, text, check, list(avoid))
+            self._shown = list(avoid) + [im.image for im in images]
         self.state.seeds = [im.seed for im in images] or seeds
         similar, similar_note = self._similar(caption, [im.image for im in images], excluded)
         notes = [n for n in (note, _dropped_note(dropped, self.state.exclude_colours), similar_note) if n]
@@ -438,16 +443,26 @@ class Bot:
     def _generate(self, caption: str, seeds: list[int]):
         return self.service.generate(caption, seeds)
 
-    def _draw(self, caption, seeds, excluded, prompt, check) -> tuple[list[ShownImage], int]:
-        """The images for `seeds`; those showing an excluded colour are replaced by later seeds."""
+    def _generate_distinct(self, caption: str, seeds: list[int], avoid: list):
+        """The seeds' pool widened to CANDIDATES per image, the most distinct draws kept (services without
+        `generate_distinct` draw the seeds as they are)."""
+        distinct = getattr(self.service, "generate_distinct", None)
+        if not callable(distinct):
+            return self._generate(caption, seeds)
+        pool = list(range(seeds[0], seeds[0] + CANDIDATES * len(seeds)))
+        return distinct(caption, pool, len(seeds), avoid)
+
+    def _draw(self, caption, seeds, excluded, prompt, check, avoid: list = ()) -> tuple[list[ShownImage], int]:
+        """The images for `seeds` (picked among more seeds' draws to differ from each other and from `avoid`,
+        where the service can); those showing an excluded colour are replaced by later seeds."""
         n = len(seeds)
-        images = [ShownImage(im, s, caption, prompt=prompt)
-                  for s, im in zip(seeds, self._generate(caption, seeds).images)]
+        generated = self._generate_distinct(caption, seeds, avoid)
+        images = [ShownImage(im, s, caption, prompt=prompt) for s, im in zip(generated.seeds, generated.images)]
         if not excluded:
             return images, 0
         keep = [im for im in images if self._family(im.image) not in excluded]
         dropped = n - len(keep)
-        next_seed = max(seeds) + 1
+        next_seed = max(seeds[0] + CANDIDATES * n, max(im.seed for im in images) + 1)
         for _ in range(EXCLUDE_ROUNDS):
             if len(keep) >= n:
                 break

@@ -133,6 +133,13 @@ class ModelService:
         embedding = self.encoder.encode([caption])[0]
         return Generated(caption, list(seeds), self.generator.generate(embedding, list(seeds)))
 
+    def generate_distinct(self, caption: str, seeds: list[int], n: int, avoid: list = ()) -> Generated:
+        """n images for the caption, as different from each other and from `avoid` (images already shown
+        for this request) as the draws of `seeds` (a larger pool) allow; each keeps its own seed."""
+        embedding = self.encoder.encode([caption])[0]
+        chosen, images = self.generator.generate_distinct(embedding, list(seeds), n, list(avoid))
+        return Generated(caption, chosen, images)
+
     # ---- catalogue search (issue 5) -------------------------------------------------------------
     # The embedding model and catalogue load apart from the generator, so search works without it.
     embedding_weights: str | Path | None = None  # embedding checkpoint; None = weights/embedding.pt

@@ -269,6 +269,7 @@ class Evaluation:
         self.classifier_distances()
         self.report["classifier_features_as_app"] = self.as_app_distances()
         self.report["inception"] = self.inception()
+        self.report["variety"] = self.variety(train)
         gt, cf = self.report["gan_test"], self.report["classifier_features"]
         self.report["targets"] = {
             "gan_test_item_type_ratio": _target(gt["item_type"]["ratio"], ">=", GAN_TEST_TARGET),
@@ -359,6 +360,37 @@ class Evaluation:
                 images = generate_as_app(self.loaded.G, self.text_b, seeds, self.device, psi, opts.batch)
                 feats = classify(self.clf, images, self.device, opts.batch)[2]
                 out[f"psi={psi}"] = _distances(feats, *self.real_features, opts.seed)
+        return out
+
+    def variety(self, train) -> dict:
+        """Within-prompt variety, k-NN precision/recall, FID, GAN-test and memorisation of the images one
+        request gets (models.metrics.variety), for raw seeds and as the app draws an answer (redraws, then the
+        most distinct of CANDIDATES_PER_IMAGE draws per image), at psi 1 and 0.5."""
+        from models.generate import CANDIDATES_PER_IMAGE, pick_distinct
+        from models.metrics.variety import PromptSet, setting_report
+
+        G, device = self.loaded.G, self.device
+
+        def drawer(psi: float, as_app: bool):
+            def draw(caption: str, seeds: list[int]) -> np.ndarray:
+                text = self.encoder.encode([caption])[0].reshape(1, -1).to(device)
+                if not as_app:
+                    with torch.inference_mode():
+                        return to_uint8(G(seed_noise(seeds, G.cfg.z_dim).to(device) * psi, text.expand(len(seeds), -1)))
+                pool = list(range(seeds[0], seeds[0] + CANDIDATES_PER_IMAGE * len(seeds)))
+                out = draw_as_app(G, text.expand(len(pool), -1), pool, psi)
+                return to_uint8(out[pick_distinct(out, len(seeds))[0]])
+            return draw
+
+        with self.timed("variety_s", "variety and realism per request"):
+            prompts = PromptSet(self.held, train.images, self.vocab, self.clf, device, self.opts.seed)
+            out = {"prompts": len(prompts.captions), "real_variety": prompts.real_variety,
+                   "real_accuracy": prompts.real_accuracy}
+            for name, psi, as_app in (("raw seeds, psi 1", 1.0, False), ("as the app draws, psi 1", 1.0, True),
+                                      ("as the app draws, psi 0.5", 0.5, True)):
+                result = setting_report(drawer(psi, as_app), prompts)
+                result.pop("images")
+                out[name] = result
         return out
 
     def inception(self) -> dict:
@@ -549,6 +581,14 @@ def summary(report: dict) -> str:
     for psi, m in report.get("classifier_features_as_app", {}).items():
         lines.append(f"  classifier_features as the app draws ({psi}, redraws): FID {m['fid']:.3f} "
                      f"(x{_fmt(m['fid_ratio'])}), KID {m['kid']:.4f}")
+    variety = report.get("variety", {})
+    for name, m in variety.items():
+        if isinstance(m, dict) and "variety_ratio" in m:
+            v, k = m["variety_ratio"], m["knn"]
+            lines.append(f"  per request, {name}: variety x{v['pixels']:.2f} pixels / x{v['features']:.2f} features, "
+                         f"FID x{m['fid_ratio']:.2f}, precision {k['precision']:.2f} recall {k['recall']:.2f}, "
+                         f"memorised {m['memorisation']['generated_rate']:.3f} "
+                         f"(held-out {m['memorisation']['held_out_rate']:.3f})")
     return "\n".join(lines)
 
 

@@ -122,3 +122,49 @@ def accuracy(predicted, target) -> float:
     known = t >= 0
     return float((p[known] == t[known]).mean()) if known.any() else float("nan")
 
+
+
+# ---- realism and variety apart (k-NN manifolds), memorisation -----------------------------------------
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of a and b, (len(a), len(b)), by one matrix product."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0))
+
+
+def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each row to its k-th nearest other row."""
+    d = _pairwise(features, features)
+    return np.sort(d, axis=1)[:, k]  # column 0 is the row itself
+
+
+def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> dict:
+    """Kynkaanniemi et al. 2019: precision = share of generated samples inside the real manifold (the union
+    of k-NN balls around real samples), recall = share of real samples inside the generated manifold; and
+    Naeem et al. 2020's density (how many real balls a generated sample falls in, / k) and coverage (share
+    of real balls holding at least one generated sample)."""
+    real_r, fake_r = knn_radii(real, k), knn_radii(fake, k)
+    d = _pairwise(fake, real)  # (fake, real)
+    inside_real = d <= real_r[None]
+    return {"k": k, "precision": float(inside_real.any(1).mean()),
+            "recall": float((d <= fake_r[:, None]).any(0).mean()),
+            "density": float(inside_real.sum(1).mean() / k), "coverage": float(inside_real.any(0).mean())}
+
+
+def nearest_distances(queries: np.ndarray, reference: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Distance from each query row to its nearest reference row."""
+    return np.concatenate([_pairwise(queries[i : i + batch], reference).min(1)
+                           for i in range(0, len(queries), batch)]) if len(queries) else np.zeros(0)
+
+
+def memorisation_rates(generated: np.ndarray, held_out: np.ndarray, train: np.ndarray,
+                       percentile: float = 5.0) -> dict:
+    """How often an image is as close to its nearest training image as only the closest `percentile`% of
+    held-out real photos are: the held-out photos' own rate is that percentile by construction; a
+    generator that copies training photos lands far above it."""
+    held_d, gen_d = nearest_distances(held_out, train), nearest_distances(generated, train)
+    threshold = float(np.percentile(held_d, percentile))
+    return {"threshold": threshold, "percentile": percentile, "held_out_rate": float((held_d <= threshold).mean()),
+            "generated_rate": float((gen_d <= threshold).mean()),
+            "median_nn_distance": {"held_out": float(np.median(held_d)), "generated": float(np.median(gen_d))}}

@@ -1,0 +1,102 @@
+"""Realism and variety of the images one request gets, at a drawing setting of the app's.
+
+Prompts: "<colour> <item>" for (type, colour) cells with at least 2 x PER_PROMPT held-out photos; per cell
+two disjoint sets of PER_PROMPT real photos, A (the reference) and B (the real-vs-real floor).
+- within-prompt variety: mean pairwise distance among the PER_PROMPT images of one prompt, against the
+  same among real set A's photos of that cell, in pixels (mean absolute difference, 0-1 scale) and in the
+  evaluation classifier's features (Euclidean); 1.0 = as varied as the shop's own photos;
+- realism apart from variety: k-NN precision/recall and density/coverage (scores.knn_precision_recall)
+  against A; classifier-feature FID against A, with B's as the floor;
+- GAN-test on the same images (type and colour as prompted), against A's accuracy;
+- memorisation (scores.memorisation_rates): how often an image is as close to a training photo as only
+  the closest 5% of held-out photos (B) are.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from models.captions import canonical_caption
+from models.metrics.classifier import classify
+from models.metrics.structure import mean_pairwise_distance
+
+PER_PROMPT = 8  # images per prompt (and real photos per cell)
+MAX_PROMPTS = 82
+
+
+def prompt_cells(rows: list[dict], per_prompt: int = PER_PROMPT, max_prompts: int = MAX_PROMPTS,
+                 seed: int = 0) -> list[tuple[str, str, list[int]]]:
+    """(type, colour, `per_prompt` row indices) for the largest (type, colour) cells, one per type first."""
+    cells = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r["articleType"] and r["baseColour"]:
+            cells[(r["articleType"], r["baseColour"])].append(i)
+    big = sorted(((k, v) for k, v in cells.items() if len(v) >= per_prompt), key=lambda kv: -len(kv[1]))
+    rng = np.random.default_rng(seed)
+    seen_types, first, rest = set(), [], []
+    for key, members in big:
+        (first if key[0] not in seen_types else rest).append((key, members))
+        seen_types.add(key[0])
+    return [(t, c, sorted(rng.choice(m, per_prompt, replace=False).tolist()))
+            for (t, c), m in (first + rest)[:max_prompts]]
+
+
+def _pairwise_l2(x: np.ndarray) -> float:
+    i, j = np.triu_indices(len(x), k=1)
+    return float(np.linalg.norm(x[i] - x[j], axis=1).mean())
+
+
+def variety(images: list[np.ndarray], clf, device) -> dict:
+    """Mean over groups (each uint8 (k, 64, 64, 3)) of the within-group pairwise distances."""
+    pixels = [mean_pairwise_distance(g.astype(np.float32) / 255) for g in images]
+    feats = [_pairwise_l2(classify(clf, g, device)[2]) for g in images]
+    return {"pixels": float(np.mean(pixels)), "features": float(np.mean(feats))}
+
+
+class PromptSet:
+    """The prompt cells of a held-out table with their real sets A and B, features computed once."""
+
+    def __init__(self, held, train_images: np.ndarray, vocab, clf, device, seed: int = 0):
+        cells = prompt_cells(held.rows, per_prompt=2 * PER_PROMPT, seed=seed)
+        self.captions = [canonical_caption(t, [c]) for t, c, _ in cells]
+        self.labels = np.array([[vocab.article_types.index(t), vocab.colours.index(c)] for t, c, _ in cells])
+        self.real_a = [held.images[rows[:PER_PROMPT]] for _, _, rows in cells]
+        self.real_b = [held.images[rows[PER_PROMPT:]] for _, _, rows in cells]
+        self.clf, self.device, self.seed = clf, device, seed
+        self.train_pixels = _pixels(train_images)
+        self.feats_a = classify(clf, np.concatenate(self.real_a), device)[2]
+        self.feats_b = classify(clf, np.concatenate(self.real_b), device)[2]
+        self.real_variety = variety(self.real_a, clf, device)
+        t, c, _ = classify(clf, np.concatenate(self.real_a), device)
+        want = np.repeat(self.labels, PER_PROMPT, axis=0)
+        self.real_accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 64, 64, 3) -> (N, 3072) floats in [0, 1] at 32x32: the memorisation check's space."""
+    x = images.reshape(len(images), 32, 2, 32, 2, 3).mean(axis=(2, 4), dtype=np.float32) / 255
+    return x.reshape(len(images), -1)
+
+
+def setting_report(draw, prompts: PromptSet) -> dict:
+    """`draw(caption, seeds) -> uint8 (len(seeds), 64, 64, 3)`: the numbers for one drawing setting."""
+    from models.metrics.scores import fid_from_features, knn_precision_recall, memorisation_rates
+
+    seeds = [prompts.seed + k for k in range(PER_PROMPT)]
+    generated = [draw(caption, seeds) for caption in prompts.captions]
+    flat = np.concatenate(generated)
+    t, c, feats = classify(prompts.clf, flat, prompts.device)
+    want = np.repeat(prompts.labels, PER_PROMPT, axis=0)
+    gen_v = variety(generated, prompts.clf, prompts.device)
+    fid, floor = fid_from_features(feats, prompts.feats_a), fid_from_features(prompts.feats_b, prompts.feats_a)
+    held_b = _pixels(np.concatenate(prompts.real_b))
+    accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
+    return {
+        "variety": gen_v, "variety_ratio": {k: gen_v[k] / prompts.real_variety[k] for k in gen_v},
+        "fid": fid, "fid_floor": floor, "fid_ratio": fid / floor,
+        "knn": knn_precision_recall(prompts.feats_a, feats),
+        "gan_test": accuracy, "gan_test_ratio": {k: accuracy[k] / prompts.real_accuracy[k] for k in accuracy},
+        "memorisation": memorisation_rates(_pixels(flat), held_b, prompts.train_pixels),
+        "images": generated,
+    }

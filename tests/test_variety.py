@@ -1,0 +1,92 @@
+"""Realism apart from variety (k-NN precision/recall), memorisation, and the app's distinct draws."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.generate import pick_distinct
+from models.metrics.scores import knn_precision_recall, memorisation_rates
+from models.metrics.variety import prompt_cells
+
+
+def test_knn_precision_recall_tell_realism_from_variety():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+    same = knn_precision_recall(real, rng.normal(size=(300, 8)))
+    assert same["precision"] > 0.8 and same["recall"] > 0.8
+    collapsed = knn_precision_recall(real, real[:1] + rng.normal(scale=0.01, size=(20, 8)))  # real, not varied
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.2
+    off = knn_precision_recall(real, rng.normal(loc=6.0, size=(300, 8)))  # varied, not real
+    assert off["precision"] < 0.05 and off["coverage"] < 0.05
+
+
+def test_memorisation_flags_copies_of_training_images():
+    rng = np.random.default_rng(1)
+    train, held = rng.random((500, 20)), rng.random((200, 20))
+    honest = memorisation_rates(rng.random((200, 20)), held, train)
+    assert abs(honest["held_out_rate"] - 0.05) < 0.02 and honest["generated_rate"] < 0.2
+    copies = memorisation_rates(train[:50] + 1e-4, held, train)
+    assert copies["generated_rate"] == 1.0
+
+
+def test_pick_distinct_skips_near_copies_and_what_was_shown():
+    base = torch.rand(3, 3, 8, 8) * 2 - 1
+    pool = torch.cat([base[0:1], base[0:1] + 0.01, base[1:2], base[1:2] - 0.01, base[2:3]])  # two near-copies
+    chosen, spread = pick_distinct(pool, 3)
+    assert len({min(c // 2, 2) for c in chosen}) == 3 and spread > 0.1  # one of each near-copy pair
+    again, _ = pick_distinct(pool, 1, avoid=base[0:1])  # already shown: start elsewhere
+    assert again[0] not in (0, 1)
+
+
+def test_prompt_cells_need_enough_photos_and_cover_types_first():
+    rows = ([{"articleType": "Shirts", "baseColour": "Blue"}] * 20
+            + [{"articleType": "Shirts", "baseColour": "Red"}] * 9
+            + [{"articleType": "Jeans", "baseColour": "Blue"}] * 8 + [{"articleType": "Caps", "baseColour": "Red"}] * 3)
+    cells = prompt_cells(rows, per_prompt=8)
+    assert [(t, c) for t, c, _ in cells] == [("Shirts", "Blue"), ("Jeans", "Blue"), ("Shirts", "Red")]
+    assert all(len(members) == 8 and len(set(members)) == 8 for _, _, members in cells)
+
+
+@pytest.fixture(scope="module")
+def bot():
+    from app.chat.bot import Bot
+    from app.chat.service import ModelService
+    from app.chat.storage import Settings
+
+    service = ModelService(device="cpu")
+    service.load()
+    return Bot(service, Settings(images_per_request=4, seed_mode="fixed", fixed_seed=0))
+
+
+def _distances(a, b) -> np.ndarray:
+    x = np.stack([np.asarray(im.image, np.float32) / 255 for im in a])
+    y = np.stack([np.asarray(im.image, np.float32) / 255 for im in b])
+    return np.abs(x[:, None] - y[None]).mean(axis=(2, 3, 4))
+
+
+def _spread(images, shown=()) -> float:
+    """The smallest pixel distance among `images` and between them and `shown`."""
+    d = _distances(images, images)
+    d[np.diag_indices(len(images))] = np.inf
+    return float(min(d.min(), _distances(images, shown).min() if shown else np.inf))
+
+
+def _plain(bot, caption: str, seeds: list[int]):
+    from app.chat.bot import ShownImage
+
+    return [ShownImage(im, s, caption) for s, im in zip(seeds, bot.service.generate(caption, seeds).images)]
+
+
+@pytest.mark.parametrize("request_text", ["show me a red dress for a party", "black casual shoes for men"])
+def test_answers_are_more_distinct_than_plain_seeds_and_more_avoids_what_was_shown(bot, request_text):
+    """The picks are the most distinct of a larger pool of draws: never closer together than the plain next
+    seeds would be, and "show me more" keeps further from the images already shown than plain seeds do."""
+    bot.reset()
+    first = bot.respond(request_text)
+    assert first.kind == "images" and len(first.images) == 4
+    assert _spread(first.images) >= _spread(_plain(bot, first.caption, [0, 1, 2, 3]))
+    more = bot.respond("show me more")
+    assert len(more.images) == 4 and not {im.seed for im in more.images} & {im.seed for im in first.images}
+    plain_more = _plain(bot, first.caption, [max(im.seed for im in first.images) + 1 + i for i in range(4)])
+    assert _spread(more.images, first.images) >= _spread(plain_more, first.images)
