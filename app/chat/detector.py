@@ -87,8 +87,8 @@ class KeywordDetector:
         return Detection(
             text=text, intent=found["intent"], article_types=found["article_types"], colours=found["colours"],
             exclude_colours=found["exclude_colours"], gender=found["gender"], usage=found["usage"],
-            attributes=attributes, exclude_attributes=found["exclude_attributes"], keywords=[Keyword(text[s:e], label, s, e) for s, e, _, label in found["keywords"]],
-            caption=caption,
+            attributes=attributes, exclude_attributes=found["exclude_attributes"],
+            keywords=[Keyword(text[s:e], label, s, e) for s, e, _, label in found["keywords"]], caption=caption,
         )
 
 

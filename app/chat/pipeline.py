@@ -5,8 +5,9 @@
     fashion_entities    PhraseMatcher on NORM for the lexicon's phrases, longest match wins; ents ARTICLE_TYPE,
                         AMBIGUOUS_ITEM, COLOUR, GENDER, ATTRIBUTE, OTHER_ITEM with the catalogue label as the span id
     fashion_cues        PhraseMatcher for usages (may overlap items: "formal shoes") and for intent/negation cues
-    fashion_resolver    negation scope (colours, attributes, items), context for generic items ("shoes" + office -> Formal Shoes), the title model
-                        as tie-breaker/fallback, intent; stores a plain dict in `doc._.fashion`
+    fashion_resolver    negation scope (colours, attributes, items), context for generic items ("shoes" + office ->
+                        Formal Shoes), the title model as tie-breaker/fallback, intent; stores a plain dict in
+                        `doc._.fashion`
 
 The vocabulary, typo corrector and title model are in app/chat/lexicon.py; negation scope in app/chat/negation.py.
 """
