@@ -104,6 +104,19 @@ def test_gender_facet_rule_unisex_goes_with_men_and_women_kids_are_their_own():
                             [False, False, False, False], [False, False, False, False]]
 
 
+def test_gender_facet_adds_its_own_weight_for_matching_genders():
+    cat = _tiny()
+    cat.genders = ["Men", "Women", "Unisex", "Boys", "Girls", "Women"]
+    cat = Catalogue(cat.embeddings, cat.ids, cat.titles, cat.article_types, cat.colours, cat.genders, cat.thumbnails,
+                    cat.meta)
+    assert cat.label_bonus([{"gender": "women"}], 1.0, 1.5)[0].tolist() == [0, 1.5, 1.5, 0, 0, 1.5]
+    assert cat.label_bonus([{"gender": "Men", "baseColour": "Red"}], 1.0, 1.5)[0].tolist() == [2.5, 0, 2.5, 0, 1, 0]
+    assert cat.label_bonus([{"gender": "Girls"}], 0.0, 2.0)[0].tolist() == [0, 0, 0, 0, 2, 0]
+    assert cat.label_bonus([{"gender": "Unisex"}], 1.0, 1.0)[0].tolist() == [1, 1, 1, 0, 0, 1]
+    assert cat.label_bonus([{"gender": "Men"}], 1.0)[0].tolist() == [0] * 6  # no gender weight: no gender facet
+    assert cat.bonus([{"gender": "Boys"}], 0.0, 1.0, 1.0)[0].tolist() == [0, 0, 0, 1, 0, 0]
+
+
 def test_search_finds_the_same_image_with_a_known_encoder(pack_path):
     from models.data import load_table
 
@@ -247,11 +260,12 @@ def shipped_service():
 
 def test_shipped_catalogue_and_search_model_answer_photo_queries(shipped_service, pack_path):
     """Every fixture-pack product that is also in the shipped catalogue: the model embeds its photo to
-    the catalogue's stored vector, and a photo query whose predicted type and colour are the product's
-    catalogue labels finds that very product first (facets + cosine 1); the others land on products
-    of the type and colour the photo was described as."""
+    the catalogue's stored vector, and a photo query whose predicted type, colour and gender are the
+    product's catalogue labels finds that very product first (facets + cosine 1); the others land on
+    products of the type, colour and gender the photo was described as."""
     from models.data import load_table
-    from models.search.retrieval import DEFAULT_CATALOG, LABEL_WEIGHT
+    from models.search.catalog import gender_labels
+    from models.search.retrieval import DEFAULT_CATALOG, GENDER_WEIGHT, LABEL_WEIGHT
 
     retriever = shipped_service.retriever
     cat = retriever.catalogue
@@ -274,19 +288,26 @@ def test_shipped_catalogue_and_search_model_answer_photo_queries(shipped_service
         hits = shipped_service.similar_to_image(photo, k=5)
         assert len(hits) == 5 and len({h["id"] for h in hits}) == 5
         assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-        if (described["articleType"], described["baseColour"]) == (cat.article_types[row], cat.colours[row]):
+        genders = gender_labels(described["gender"])
+        if ((described["articleType"], described["baseColour"]) == (cat.article_types[row], cat.colours[row])
+                and cat.genders[row].casefold() in genders):
             assert hits[0]["id"] == int(table.rows[k]["id"]), (table.rows[k]["id"], hits[0])
-            assert hits[0]["score"] == pytest.approx(2 * LABEL_WEIGHT + 1, abs=2e-3)
+            assert hits[0]["score"] == pytest.approx(2 * LABEL_WEIGHT + GENDER_WEIGHT + 1, abs=2e-3)
             found_itself += 1
         wanted = (described["articleType"], described["baseColour"])
-        if sum(cell == wanted for cell in zip(cat.article_types, cat.colours)) >= 5:  # the facets fill the page
-            assert all((h["articleType"], h["baseColour"]) == wanted for h in hits), (described, hits)
+        cell = sum((t, c) == wanted and g.casefold() in genders
+                   for t, c, g in zip(cat.article_types, cat.colours, cat.genders))
+        if cell >= 5:  # the facets fill the page
+            assert all((h["articleType"], h["baseColour"]) == wanted and h["gender"].casefold() in genders
+                       for h in hits), (described, hits)
     assert found_itself >= 5, f"the photo query found its own product first for only {found_itself} products"
 
 
 def test_shipped_catalogue_answers_an_uploaded_file_and_a_change(shipped_service):
     """A fixture photo file (JPEG, 60x80, as a user uploads it): described, then searched as it is and
-    'in <another colour>'; the composed query's products have the new colour."""
+    'in <another colour>'; the composed query's products have the new colour (as many as the catalogue
+    holds of the described type and gender in it)."""
+    from models.search.catalog import gender_labels
     from tests.conftest import FIXTURES
 
     cat = shipped_service.retriever.catalogue
@@ -295,7 +316,9 @@ def test_shipped_catalogue_answers_an_uploaded_file_and_a_change(shipped_service
     plain = shipped_service.similar_to_image(path, k=8)
     assert len(plain) == 8 and all(isinstance(h["thumbnail"], Image.Image) for h in plain)
     colour = "Red" if described["baseColour"] != "Red" else "Blue"
-    cell = sum(t == described["articleType"] and c == colour for t, c in zip(cat.article_types, cat.colours))
+    genders = gender_labels(described["gender"])
+    cell = sum(t == described["articleType"] and c == colour and g.casefold() in genders
+               for t, c, g in zip(cat.article_types, cat.colours, cat.genders))
     changed = shipped_service.similar_to_image(path, f"in {colour.lower()}", k=min(cell, 8))
     assert cell >= 1 and changed and all(h["baseColour"] == colour for h in changed), (described, changed)
     assert {h["id"] for h in changed} != {h["id"] for h in plain[: len(changed)]}

@@ -42,6 +42,18 @@ def held_out(pack_path):
     return val, queries, stored, types, colours, model.predict(val.images)
 
 
+def gender_facet(wanted: list, genders: np.ndarray) -> np.ndarray:
+    """(Q, N) 1 where the product's gender goes with the wanted one: equal, or Unisex with Men / Women."""
+    adult = {"men", "women", "unisex"}
+    got = np.char.lower(genders.astype(str))
+    out = np.zeros((len(wanted), len(got)), np.float32)
+    for q, w in enumerate(wanted):
+        w = (w or "").lower()
+        if w:
+            out[q] = (got == w) | ((w in adult) & np.isin(got, sorted(adult)) & ((got == "unisex") | (w == "unisex")))
+    return out
+
+
 def top_k_precision(scores: np.ndarray, labels: np.ndarray, wanted: np.ndarray, k: int = K) -> float:
     """Share of each query's k best rows (itself excluded: the diagonal) whose label is the wanted one."""
     scores = scores.copy()
@@ -63,10 +75,14 @@ def test_report_covers_the_held_out_pack(report, held_out):
 
 def test_image_precision_matches_an_independent_count(report, held_out):
     """Image-only precision@10, embedding alone and with the catalogue-label facets (LABEL_WEIGHT per
-    predicted label the product has), counted here with one matrix product and a sort."""
+    predicted type / colour the product has, GENDER_WEIGHT where its gender goes with the predicted one),
+    counted here with one matrix product and a sort."""
     from models.search.retrieval import LABEL_WEIGHT
 
-    _, queries, stored, types, colours, predicted = held_out
+    val, queries, stored, types, colours, predicted = held_out
+    from models.search.retrieval import GENDER_WEIGHT
+
+    genders = np.array([r["gender"] for r in val.rows])
     cosine = queries @ stored.T
     alone = report["image"]["embedding_only"]
     assert alone["type_p10"] == pytest.approx(top_k_precision(cosine, types, types), abs=6e-5)
@@ -75,6 +91,9 @@ def test_image_precision_matches_an_independent_count(report, held_out):
     p_colours = np.array([p["baseColour"] for p in predicted])
     facets = LABEL_WEIGHT * ((types[None, :] == p_types[:, None]).astype(np.float32)
                              + (colours[None, :] == p_colours[:, None]))
+    without_gender = report["image"]["without_gender"]
+    assert without_gender["type_p10"] == pytest.approx(top_k_precision(cosine + facets, types, types), abs=6e-5)
+    facets = facets + GENDER_WEIGHT * gender_facet([p["gender"] for p in predicted], genders)
     default = report["image"]
     assert default["type_p10"] == pytest.approx(top_k_precision(cosine + facets, types, types), abs=6e-5)
     assert default["colour_p10"] == pytest.approx(top_k_precision(cosine + facets, colours, colours), abs=6e-5)
@@ -91,12 +110,13 @@ def test_attribute_accuracy_matches_an_independent_count(report, held_out):
 
 
 def test_title_figures_match_an_independent_count(report, held_out):
-    """The held-out titles row: type / colour precision@10 and product Recall@10, embedding only and with
-    the facets (LABEL_WEIGHT per type / colour the detector found in the title that the product has),
-    counted here from the same title vectors (caption + raw title) and stored embeddings."""
+    """The held-out titles row: type / colour / gender precision@10 and product Recall@10, embedding only and
+    with the facets (LABEL_WEIGHT per type / colour the detector found in the title that the product has,
+    GENDER_WEIGHT where its gender goes with the title's), counted here from the same title vectors
+    (caption + raw title) and stored embeddings."""
     from app.chat.detector import get_detector
     from models.search.catalog import Catalogue
-    from models.search.retrieval import LABEL_WEIGHT, Retriever, SearchModel
+    from models.search.retrieval import GENDER_WEIGHT, LABEL_WEIGHT, Retriever, SearchModel
     from models.text_encoder import get_text_encoder
 
     val, _, stored, types, colours, _ = held_out
@@ -108,6 +128,8 @@ def test_title_figures_match_an_independent_count(report, held_out):
     named = {key: np.array([(w[key] or "").casefold() for w in wanted]) for key in ("articleType", "baseColour")}
     facets = LABEL_WEIGHT * ((np.char.lower(types)[None, :] == named["articleType"][:, None]).astype(np.float32)
                              + (np.char.lower(colours)[None, :] == named["baseColour"][:, None]))
+    genders = np.array([r["gender"] for r in val.rows])
+    facets += GENDER_WEIGHT * gender_facet([w["gender"] for w in wanted], genders)
     own = np.arange(len(titles))[:, None]
     for row, scores in (("embedding_only", vectors @ stored.T), ("no_expansion", vectors @ stored.T + facets)):
         top = np.argsort(-scores, axis=1, kind="stable")[:, :K]
@@ -115,3 +137,5 @@ def test_title_figures_match_an_independent_count(report, held_out):
         assert figures["type_p10"] == pytest.approx(float((types[top] == types[:, None]).mean()), abs=6e-5), row
         assert figures["colour_p10"] == pytest.approx(float((colours[top] == colours[:, None]).mean()), abs=6e-5), row
         assert figures["product_r10"] == pytest.approx(float((top == own).any(1).mean()), abs=6e-5), row
+        own_gender = gender_facet(list(genders), genders)
+        assert figures["gender_p10"] == pytest.approx(float(np.take_along_axis(own_gender, top, 1).mean()), abs=6e-5)

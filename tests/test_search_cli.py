@@ -105,7 +105,7 @@ def test_text_search_prints_ranked_json(capsys, catalog):
     assert result["query"]["expanded"] is False
     hits = result["results"]
     assert len(hits) == 5
-    assert set(hits[0]) == {"id", "title", "articleType", "baseColour", "score"}
+    assert set(hits[0]) == {"id", "title", "articleType", "baseColour", "gender", "score"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     # Type precision is measured by models.metrics.evaluate_retrieval; here: the query lands on black shoes.
     assert sum(h["articleType"].endswith("Shoes") and h["baseColour"] == "Black" for h in hits) >= 3
@@ -128,6 +128,66 @@ def test_named_facets_come_first_and_the_embedding_ranks_within_them(capsys, cat
     matches = [(h["articleType"] == article_type) + (h["baseColour"] == colour) for h in hits]
     assert matches[:n] == [2] * n and all(m <= 1 for m in matches[n:])
     assert matches[n:] == sorted(matches[n:], reverse=True)
+
+
+def _gender_ok(wanted: str, label: str) -> bool:
+    from models.search.catalog import gender_labels
+
+    return label.casefold() in gender_labels(wanted)
+
+
+def test_a_named_gender_is_a_facet_like_type_and_colour(capsys, catalog):
+    """'<item> for <gender>': every product of that type and a matching gender (Unisex goes with Men and
+    Women) ranks first, for every type the catalogue sells to more than one gender."""
+    from app.chat.service import ModelService
+    from models.search.catalog import Catalogue
+
+    cat = Catalogue.load(catalog)
+    cells = Counter(zip(cat.article_types, cat.genders))
+    code, out, _ = run(capsys, "search", "dresses for women", "--catalog", catalog, "--k", "3", "--no-expand")
+    assert code == 0 and all(_gender_ok("Women", h["gender"]) for h in json.loads(out)["results"])
+    service = ModelService(catalog=catalog, device="cpu")
+    service.load_catalog()
+    checked = 0
+    for article_type in sorted(set(cat.article_types)):
+        genders = {g for (t, g), n in cells.items() if t == article_type and n >= 2}
+        for gender in sorted(genders - {"Unisex"}) if len(genders) > 1 else []:
+            n = sum(n for (t, g), n in cells.items() if t == article_type and _gender_ok(gender, g))
+            text = f"{article_type} for {gender}".lower()
+            hits = service.retriever.search(service.retriever.text_query(text), k=n)
+            assert all(h["articleType"] == article_type and _gender_ok(gender, h["gender"]) for h in hits), (text, hits)
+            checked += 1
+    assert checked >= 4
+
+
+def test_photo_queries_keep_the_described_gender(catalog, pack_path):
+    """A photo (and a photo + 'in <colour>') asks for the gender the search model describes in it, as it
+    asks for the described type: where the catalogue holds enough products of that type, colour and gender,
+    they fill the page."""
+    from app.chat.service import ModelService
+    from models.data import load_table
+    from models.search.catalog import Catalogue
+
+    cat = Catalogue.load(catalog)
+    service = ModelService(catalog=catalog, device="cpu")
+    service.load_catalog()
+    table = load_table(pack_path)
+    checked = 0
+    for image in table.images[:80]:
+        photo = Image.fromarray(image)
+        described = service.describe_image(photo)
+        t, c, g = described["articleType"], described["baseColour"], described["gender"]
+        other = "Black" if c != "Black" else "White"
+        for colour, text in ((c, ""), (other, f"in {other.lower()}")):
+            n = sum(a == t and b == colour and _gender_ok(g, x)
+                    for a, b, x in zip(cat.article_types, cat.colours, cat.genders))
+            if n < 2:
+                continue
+            hits = service.similar_to_image(photo, text, k=n)
+            assert all((h["articleType"], h["baseColour"]) == (t, colour) and _gender_ok(g, h["gender"])
+                       for h in hits), (described, text, hits)
+            checked += 1
+    assert checked >= 10
 
 
 def test_global_catalog_option_before_the_command(capsys, catalog):
@@ -270,7 +330,8 @@ def test_variants_writes_images_and_results(capsys, catalog, tiny_generator, pro
     assert r["images"] == [{"file": "variant_seed5.png", "seed": 5}, {"file": "variant_seed6.png", "seed": 6}]
     assert r["modified"]["baseColour"] == "Red" and "red" in r["caption"]
     assert {"articleType", "baseColour", "confidence"} <= set(r["predicted"])
-    assert len(r["similar"]) == 3 and set(r["similar"][0]) == {"id", "title", "articleType", "baseColour", "score"}
+    assert len(r["similar"]) == 3
+    assert set(r["similar"][0]) == {"id", "title", "articleType", "baseColour", "gender", "score"}
     first = [np.asarray(Image.open(out_dir / f["file"])) for f in r["images"]]
     assert first[0].shape == (64, 64, 3)
     # The same seed gives the same image.
@@ -324,7 +385,7 @@ def test_service_search_api(catalog, tiny_generator, product_image):
     service.load_catalog()
     hits = service.similar_products(caption="black casual shoes", k=4)
     assert len(hits) == 4 and isinstance(hits[0]["thumbnail"], Image.Image)
-    assert {"id", "title", "articleType", "baseColour", "score", "thumbnail"} == set(hits[0])
+    assert {"id", "title", "articleType", "baseColour", "gender", "score", "thumbnail"} == set(hits[0])
     picture = Image.open(path)
     assert service.similar_products(images=[picture], k=1)[0]["id"] == int(row["id"])
     assert len(service.similar_products(caption="black casual shoes", images=[picture], k=2)) == 2

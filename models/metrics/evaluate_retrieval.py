@@ -14,8 +14,9 @@ every query comes from it too:
 Gender precision@10 counts a Unisex product as a match for men and for women (and any adult product
 for a Unisex one); Boys and Girls are their own. Titles and photos want the product's own gender.
 Text queries are measured with and without the synthetic expansion (generated images); every query
-kind also with the embedding alone and without the catalogue-label facets; a sweep over the fusion
-weights is reported. Writes a JSON report (`--out`) and prints it.
+kind also with the embedding alone, without the catalogue-label facets and without the gender facet
+("without_gender": the ranking before gender was a facet); a sweep over the fusion and facet weights
+is reported. Writes a JSON report (`--out`) and prints it.
 """
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ from models.search.retrieval import (
     COMPOSE_IMAGE_WEIGHT,
     COMPOSE_OLD_WEIGHT,
     EXPANSION_WEIGHT,
+    GENDER_WEIGHT,
     LABEL_WEIGHT,
     RAW_TEXT_WEIGHT,
     Retriever,
     SearchModel,
+    composed_wanted,
 )
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,8 @@ class Evaluation:
                   "weights": str(self.model.path), "generator": str(self.args.generator) if self.generator else None,
                   "settings": {"expansion_weight": EXPANSION_WEIGHT, "raw_text_weight": RAW_TEXT_WEIGHT,
                                "compose_image_weight": COMPOSE_IMAGE_WEIGHT, "compose_old_weight": COMPOSE_OLD_WEIGHT,
-                               "attribute_weight": ATTRIBUTE_WEIGHT, "label_weight": LABEL_WEIGHT, "k": k}}
+                               "attribute_weight": ATTRIBUTE_WEIGHT, "label_weight": LABEL_WEIGHT,
+                               "gender_weight": GENDER_WEIGHT, "k": k}}
         titles, title_rows = self.title_queries()
         title_caps, title_wanted = self.retriever.analyse(titles)
         prompts, p_types, p_colours = self.prompt_queries()
@@ -148,26 +152,27 @@ class Evaluation:
         expansions = [e for e in expansions if e == 0.0 or self.generator]
         attrs = sorted({0.0, ATTRIBUTE_WEIGHT, HEADS_ONLY_WEIGHT} | ({0.02, 0.05, 0.1, 0.2} if sweep_on else set()))
         labels = sorted({0.0, LABEL_WEIGHT} | ({0.05, 0.1, 0.2, 0.5, 1.0} if sweep_on else set()))
-        reranks = _reranks(attrs, labels)
+        genders = sorted({0.0, GENDER_WEIGHT} | ({0.5, 1.0, 1.25, 1.5, 2.0} if sweep_on else set()))
+        reranks = _reranks(attrs, labels, genders)
         sweep = {}
         for raw_w in raws:
             for exp_w in expansions:
                 tv, _ = self.retriever.text_query_vectors(titles, title_caps, exp_w > 0, raw_w, exp_w)
                 pv, _ = self.retriever.text_query_vectors(prompts, prompt_caps, exp_w > 0, raw_w, exp_w)
                 gv, _ = self.retriever.text_query_vectors(g_prompts, g_caps, exp_w > 0, raw_w, exp_w)
-                for attr_w, label_w in reranks:
-                    t = self.metrics(tv, title_wanted, attr_w, label_w, title_rows, self.types[title_rows],
+                for rerank in reranks:
+                    t = self.metrics(tv, title_wanted, rerank, title_rows, self.types[title_rows],
                                      self.colours[title_rows], k, self.genders[title_rows])
-                    p = self.metrics(pv, prompt_wanted, attr_w, label_w, None, p_types, p_colours, k)
-                    g = self.metrics(gv, g_wanted, attr_w, label_w, None, g_types, g_colours, k, g_genders)
-                    sweep[_key(raw_w, exp_w, attr_w, label_w)] = {"titles": t, "prompts": p, "gender_prompts": g}
+                    p = self.metrics(pv, prompt_wanted, rerank, None, p_types, p_colours, k)
+                    g = self.metrics(gv, g_wanted, rerank, None, g_types, g_colours, k, g_genders)
+                    sweep[_key(raw_w, exp_w, *rerank)] = {"titles": t, "prompts": p, "gender_prompts": g}
         for name, part in (("text_titles", "titles"), ("text_prompts", "prompts"),
                            ("text_gender_prompts", "gender_prompts")):
-            report[name] = {"no_expansion": sweep[_key(RAW_TEXT_WEIGHT, 0.0, ATTRIBUTE_WEIGHT, LABEL_WEIGHT)][part],
-                            "without_labels": sweep[_key(RAW_TEXT_WEIGHT, 0.0, HEADS_ONLY_WEIGHT, 0.0)][part],
-                            "embedding_only": sweep[_key(RAW_TEXT_WEIGHT, 0.0, 0.0, 0.0)][part]}
+            report[name] = _with_ablations({_rerank_key(*r): sweep[_key(RAW_TEXT_WEIGHT, 0.0, *r)][part]
+                                            for r in reranks}, "")
+            report[name] = {"no_expansion": report[name].pop("default"), **report[name]}
             measured = EXPANSION_WEIGHT or 0.5  # with the expansion off by default, report it at 0.5
-            key = _key(RAW_TEXT_WEIGHT, measured, ATTRIBUTE_WEIGHT, LABEL_WEIGHT)
+            key = _key(RAW_TEXT_WEIGHT, measured, ATTRIBUTE_WEIGHT, LABEL_WEIGHT, GENDER_WEIGHT)
             report[name]["expansion"] = sweep[key][part] if key in sweep else "not measured: no generator"
         report["expansion_weight_measured"] = EXPANSION_WEIGHT or 0.5
         report["composed"], report["composed_sweep"] = self.composed(k, reranks)
@@ -178,8 +183,8 @@ class Evaluation:
         report["targets"] = self.check_targets(report)
         return report
 
-    def metrics(self, vectors, wanted, attr_w, label_w, want_rows, want_types, want_colours, k, want_genders=None):
-        bonus = self.catalogue.bonus(wanted, attr_w, label_w)
+    def metrics(self, vectors, wanted, rerank, want_rows, want_types, want_colours, k, want_genders=None):
+        bonus = self.catalogue.bonus(wanted, *rerank)
         top, _ = self.catalogue.search_many(vectors, k, bonus=bonus)
         out = {"queries": len(vectors), "type_p10": precision(self.types, top, want_types),
                "colour_p10": precision(self.colours, top, want_colours)}
@@ -200,34 +205,37 @@ class Evaluation:
         grid = {(a, b) for a in (0.0, 0.25, 0.5, 1.0) for b in (0.0, 0.5, 1.0)} if self.args.sweep else set()
         for w in sorted(grid | {chosen}):
             vectors, predicted, modified = self.retriever.composed_query_vectors(self.val.images[rows], texts, w)
-            wanted = [{"articleType": m["articleType"], "baseColour": m["baseColour"]} for m in modified]
+            wanted = [composed_wanted(p, m) for p, m in zip(predicted, modified)]
             understood = float(np.mean([m["baseColour"] == c for m, c in zip(modified, new_colours)]))
-            for attr_w, label_w in reranks:
-                bonus = self.catalogue.bonus(wanted, attr_w, label_w)
+            for rerank in reranks:
+                bonus = self.catalogue.bonus(wanted, *rerank)
                 top, _ = self.catalogue.search_many(vectors, k, exclude=[[r] for r in rows], bonus=bonus)
                 both = (self.types[top] == want_t[:, None]) & (self.colours[top] == want_c[:, None])
-                results[f"image={w[0]},old={w[1]},attributes={attr_w},labels={label_w}"] = {
+                results[f"image={w[0]},old={w[1]},{_rerank_key(*rerank)}"] = {
                     "queries": len(rows), "type_and_colour_p10": round(float(both.mean()), 4),
                     "type_p10": round(precision(self.types, top, want_t), 4),
                     "colour_p10": round(precision(self.colours, top, want_c), 4),
                     "gender_p10": round(gender_precision(self.genders, top, want_g), 4),
                     "modification_understood": round(understood, 4)}
-        return _with_ablations(results, f"image={chosen[0]},old={chosen[1]},attributes="), results
+        out = _with_ablations(results, f"image={chosen[0]},old={chosen[1]},")
+        return {**out.pop("default"), **out}, results
 
     def image_only(self, k, reranks):
         vectors = self.model.embed_images(self.val.images)
         predicted = self.model.predict(self.val.images)
-        wanted = [{"articleType": p["articleType"], "baseColour": p["baseColour"]} for p in predicted]
+        wanted = [{"articleType": p["articleType"], "baseColour": p["baseColour"], "gender": p.get("gender")}
+                  for p in predicted]
         results = {}
-        for attr_w, label_w in reranks:
-            bonus = self.catalogue.bonus(wanted, attr_w, label_w)
+        for rerank in reranks:
+            bonus = self.catalogue.bonus(wanted, *rerank)
             top, _ = self.catalogue.search_many(vectors, k, exclude=[[i] for i in range(len(vectors))], bonus=bonus)
-            results[f"attributes={attr_w},labels={label_w}"] = {"queries": len(vectors),
+            results[_rerank_key(*rerank)] = {"queries": len(vectors),
                                                "type_p10": round(precision(self.types, top, self.types), 4),
                                                "colour_p10": round(precision(self.colours, top, self.colours), 4),
                                                "gender_p10": round(gender_precision(self.genders, top, self.genders),
                                                                    4)}
-        return _with_ablations(results, "attributes="), results
+        out = _with_ablations(results, "")
+        return {**out.pop("default"), **out}, results
 
     def attribute_accuracy(self):
         pred = self.model.predict(self.val.images)
@@ -267,24 +275,30 @@ class Evaluation:
         return out
 
 
-def _key(raw_w, exp_w, attr_w, label_w) -> str:
-    return f"raw={raw_w},expansion={exp_w},attributes={attr_w},labels={label_w}"
+def _rerank_key(attr_w, label_w, gender_w) -> str:
+    return f"attributes={attr_w},labels={label_w},gender={gender_w}"
 
 
-def _reranks(attrs, labels) -> list[tuple[float, float]]:
-    """(attribute, label) weight pairs: each swept with the other at its default, plus the ablations
-    (both off; the attribute heads alone)."""
-    pairs = {(a, LABEL_WEIGHT) for a in attrs} | {(ATTRIBUTE_WEIGHT, b) for b in labels}
-    pairs |= {(0.0, 0.0), (HEADS_ONLY_WEIGHT, 0.0)}
-    return sorted(pairs)
+def _key(raw_w, exp_w, attr_w, label_w, gender_w) -> str:
+    return f"raw={raw_w},expansion={exp_w},{_rerank_key(attr_w, label_w, gender_w)}"
 
 
-def _with_ablations(results: dict, defaults: str) -> dict:
-    """The default setting's metrics, with the attribute-heads-only and embedding-only ones beside them."""
-    out = dict(results[f"{defaults}{ATTRIBUTE_WEIGHT},labels={LABEL_WEIGHT}"])
-    out["without_labels"] = results[f"{defaults}{HEADS_ONLY_WEIGHT},labels=0.0"]
-    out["embedding_only"] = results[f"{defaults}0.0,labels=0.0"]
-    return out
+def _reranks(attrs, labels, genders) -> list[tuple[float, float, float]]:
+    """(attribute, label, gender) weights: each swept with the others at their defaults, plus the ablations
+    (all off; the attribute heads alone)."""
+    out = {(a, LABEL_WEIGHT, GENDER_WEIGHT) for a in attrs} | {(ATTRIBUTE_WEIGHT, b, GENDER_WEIGHT) for b in labels}
+    out |= {(ATTRIBUTE_WEIGHT, LABEL_WEIGHT, g) for g in genders}
+    out |= {(0.0, 0.0, 0.0), (HEADS_ONLY_WEIGHT, 0.0, 0.0)}
+    return sorted(out)
+
+
+def _with_ablations(results: dict, prefix: str) -> dict:
+    """The default setting's metrics ("default"), with the ones without the gender facet, with the
+    attribute heads alone and with the embedding alone."""
+    return {"default": dict(results[prefix + _rerank_key(ATTRIBUTE_WEIGHT, LABEL_WEIGHT, GENDER_WEIGHT)]),
+            "without_gender": results[prefix + _rerank_key(ATTRIBUTE_WEIGHT, LABEL_WEIGHT, 0.0)],
+            "without_labels": results[prefix + _rerank_key(HEADS_ONLY_WEIGHT, 0.0, 0.0)],
+            "embedding_only": results[prefix + _rerank_key(0.0, 0.0, 0.0)]}
 
 
 def _detector():

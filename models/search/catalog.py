@@ -1,12 +1,13 @@
 """The catalogue index: one embedding (fp16) plus id, title, item type, colour, gender and a small JPEG
 thumbnail per product, in one `.npz` file read with `allow_pickle=False` (nothing is unpickled).
 
-A query that names an item type or colour can add two re-ranking terms to the cosine score (`bonus`):
+A query that names an item type, colour or gender can add two re-ranking terms to the cosine score (`bonus`):
 - the log-probabilities that the encoder's attribute heads give each product photo (what the image
   shows; stored per product);
 - facet matches: one point per named label that equals the product's own catalogue label (what the
   seller says; every shop search filters on these facets, and photos alone cannot tell "Navy Blue"
-  from "Blue" or "Casual" from "Formal Shoes" reliably).
+  from "Blue" or "Casual" from "Formal Shoes" reliably); the gender facet has its own weight and
+  its own rule (`gender_labels`: Unisex products are for men and for women).
 
 Search is exact: one matrix product of the query with all embeddings (a few thousand to a few hundred
 thousand products take milliseconds). Past about a million products an approximate index (FAISS IVF-PQ
@@ -73,6 +74,7 @@ class Catalogue:
                                    f"({n}, {len(labels.get(key, []))})")
         self._matrix = self.embeddings.astype(np.float32)  # searched in fp32: fp16 matmul is slow on CPUs
         self._facets = {"articleType": _facet_codes(self.article_types), "baseColour": _facet_codes(self.colours)}
+        self._gender_codes, self._gender_index = _facet_codes(self.genders)
         self.path: Path | None = None  # the file it was loaded from, for messages
 
     def __len__(self) -> int:
@@ -109,23 +111,29 @@ class Catalogue:
                     bonus[q] += np.maximum(logp[:, col].astype(np.float32), LOGP_FLOOR)
         return weight * bonus
 
-    def label_bonus(self, wanted: list[dict], weight: float) -> np.ndarray | None:
+    def label_bonus(self, wanted: list[dict], weight: float, gender_weight: float = 0.0) -> np.ndarray | None:
         """(Q, N): weight per label a query names ({"articleType": ..., "baseColour": ...}) that equals
-        the product's catalogue label, ignoring case; unnamed labels add nothing."""
-        if not weight:
+        the product's catalogue label, ignoring case, + gender_weight where the product's gender matches a
+        named "gender" (`gender_labels`); unnamed labels add nothing."""
+        if not (weight or gender_weight):
             return None
         bonus = np.zeros((len(wanted), len(self)), np.float32)
         for q, want in enumerate(wanted):
-            for key, (codes, index) in self._facets.items():
-                code = index.get(((want or {}).get(key) or "").casefold())
+            want = want or {}
+            for key, (codes, index) in self._facets.items() if weight else ():
+                code = index.get((want.get(key) or "").casefold())
                 if code is not None:
-                    bonus[q] += codes == code
-        return weight * bonus
+                    bonus[q] += weight * (codes == code)
+            genders = [self._gender_index[g] for g in gender_labels(want.get("gender")) if g in self._gender_index]
+            if gender_weight and genders:
+                bonus[q] += gender_weight * np.isin(self._gender_codes, genders)
+        return bonus
 
-    def bonus(self, wanted: list[dict], attribute_weight: float, label_weight: float) -> np.ndarray | None:
-        """The sum of `attribute_bonus` and `label_bonus` (None when both are off)."""
-        parts = [b for b in (self.attribute_bonus(wanted, attribute_weight), self.label_bonus(wanted, label_weight))
-                 if b is not None]
+    def bonus(self, wanted: list[dict], attribute_weight: float, label_weight: float,
+              gender_weight: float = 0.0) -> np.ndarray | None:
+        """The sum of `attribute_bonus` and `label_bonus` (None when all are off)."""
+        parts = [b for b in (self.attribute_bonus(wanted, attribute_weight),
+                             self.label_bonus(wanted, label_weight, gender_weight)) if b is not None]
         return sum(parts[1:], parts[0]) if parts else None
 
     def search_many(self, queries, k: int = 10, exclude: list[Iterable[int]] | None = None,
@@ -155,7 +163,7 @@ class Catalogue:
         """The JSON-ready description of one row (numeric ids as ints)."""
         pid = self.ids[row]
         out = {"id": int(pid) if pid.isdigit() else pid, "title": self.titles[row],
-               "articleType": self.article_types[row], "baseColour": self.colours[row]}
+               "articleType": self.article_types[row], "baseColour": self.colours[row], "gender": self.genders[row]}
         if score is not None:
             out["score"] = round(float(score), 4)
         return out

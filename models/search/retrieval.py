@@ -3,9 +3,11 @@
 - Text: the caption the keyword detector makes of the request -> text projection; optionally fused
   with the embeddings of images the generator draws for that caption (synthetic query expansion).
 - Image: the image embedding (several images: their normalised mean).
-- Composed: the encoder predicts the reference item's type and colour; the modification text
-  ("in red", "as a dress") changes what it names; the query is
+- Composed: the encoder predicts the reference item's type, colour and gender; the modification text
+  ("in red", "as a dress", "for men") changes what it names; the query is
   image_weight * image + text(modified caption) - old_weight * text(original caption).
+Every query asks for the item type, colour and gender it names (a photo: the ones the encoder describes);
+the catalogue's labels for them are facets (`Catalogue.label_bonus`).
 
 The fusion weights below were chosen with `python -m models.metrics.evaluate_retrieval` (see its report).
 """
@@ -41,6 +43,9 @@ COMPOSE_OLD_WEIGHT = 0.5  # ... and of the original caption, subtracted (1, 1: t
 ATTRIBUTE_WEIGHT = 0.0
 LABEL_WEIGHT = 1.0  # per named type / colour the product's catalogue label matches: more than any cosine gap, so
 # products matching more of the named facets come first and the embedding ranks within them
+GENDER_WEIGHT = 1.1  # where the product's gender matches the named one (Unisex goes with Men and Women): a little
+# more than one type or colour match, less than both, so a page fills with the named gender first; 1.5 and up cost
+# the held-out titles' colour precision its target (measured, see the README)
 
 
 class SearchModel:
@@ -183,14 +188,15 @@ class Retriever:
     `detect`: text -> keyword Detection (optional); `generator`: `TextToImage` (optional, expansion).
     Scores: cosine similarity + attribute_weight * (log p(type) + log p(colour)) of what the query
     names, from the catalogue photos' attribute heads, + label_weight per named type / colour that
-    the product's catalogue label matches (both 0 = pure embedding search)."""
+    the product's catalogue label matches, + gender_weight where its gender matches the named one
+    (all 0 = pure embedding search)."""
 
     def __init__(self, model: SearchModel, catalogue: Catalogue, text_encoder,
                  detect: Callable | None = None, generator=None, expansion_weight: float = EXPANSION_WEIGHT,
                  raw_text_weight: float = RAW_TEXT_WEIGHT, compose: tuple[float, float] = (
                      COMPOSE_IMAGE_WEIGHT, COMPOSE_OLD_WEIGHT),
                  attribute_weight: float = ATTRIBUTE_WEIGHT, label_weight: float = LABEL_WEIGHT,
-                 check_model: bool = True):
+                 gender_weight: float = GENDER_WEIGHT, check_model: bool = True):
         name = f"catalogue {catalogue.path}" if catalogue.path else "the catalogue"
         if check_model and catalogue.model and catalogue.model != model.fingerprint:
             raise CatalogError(f"{name} was built with another embedding model ({catalogue.model}, loaded "
@@ -201,6 +207,7 @@ class Retriever:
         self.detect, self.generator = detect, generator
         self.expansion_weight, self.raw_text_weight = expansion_weight, raw_text_weight
         self.compose, self.attribute_weight, self.label_weight = tuple(compose), attribute_weight, label_weight
+        self.gender_weight = gender_weight
         self._expansions: dict[tuple, np.ndarray] = {}
 
     # ---- text -----------------------------------------------------------------------------------
@@ -208,12 +215,12 @@ class Retriever:
         return self.model.embed_text(self.text_encoder.encode(list(texts)))
 
     def analyse(self, texts: Sequence[str]) -> tuple[list[str], list[dict]]:
-        """Detected caption and the named item type / colour of each text."""
+        """Detected caption and the named item type / colour / gender of each text."""
         if self.detect is None:
             mods = [vocabulary_modification(t, self.model.config) for t in texts]
             return [t.strip().lower() for t in texts], [_wanted(m.article_type, m.colours) for m in mods]
         found = list(self.detect.pipe(list(texts))) if hasattr(self.detect, "pipe") else [self.detect(t) for t in texts]
-        return [d.caption for d in found], [_wanted((d.article_types or [None])[0], d.colours) for d in found]
+        return [d.caption for d in found], [_wanted((d.article_types or [None])[0], d.colours, d.gender) for d in found]
 
     def expansion_vector(self, caption: str, seeds: Sequence[int] = EXPANSION_SEEDS) -> np.ndarray | None:
         """Mean embedding of images the generator draws for the caption; None without a generator."""
@@ -255,7 +262,8 @@ class Retriever:
     def image_query(self, images: Sequence[Image.Image]) -> Query:
         predicted = self.model.predict(list(images)[:1])[0]
         return Query(normalise(self.model.embed_images(list(images)).mean(0)), "image", predicted["caption"],
-                     predicted=predicted, wanted=_wanted(predicted.get("articleType"), [predicted.get("baseColour")]))
+                     predicted=predicted, wanted=_wanted(predicted.get("articleType"), [predicted.get("baseColour")],
+                                                         predicted.get("gender")))
 
     def modify(self, predicted: dict, text: str) -> dict:
         """The reference's attributes with what the text names changed: articleType, baseColour, caption."""
@@ -285,7 +293,7 @@ class Retriever:
     def composed_query(self, image: Image.Image, text: str) -> Query:
         vectors, predicted, modified = self.composed_query_vectors([image], [text])
         return Query(vectors[0], "composed", modified[0]["caption"], predicted=predicted[0], modified=modified[0],
-                     wanted=_wanted(modified[0]["articleType"], modified[0]["colours"]))
+                     wanted=composed_wanted(predicted[0], modified[0]))
 
     def query(self, text: str | None = None, images: Sequence[Image.Image] = (),
               expand: bool = EXPAND_DEFAULT) -> Query:
@@ -301,13 +309,19 @@ class Retriever:
 
     # ---- search ---------------------------------------------------------------------------------
     def search_rows(self, query: Query, k: int = 10, exclude: Sequence[int] = ()) -> list[tuple[int, float]]:
-        bonus = self.catalogue.bonus([query.wanted or {}], self.attribute_weight, self.label_weight)
+        bonus = self.catalogue.bonus([query.wanted or {}], self.attribute_weight, self.label_weight, self.gender_weight)
         return self.catalogue.search(query.vector, k, exclude, None if bonus is None else bonus[0])
 
     def search(self, query: Query, k: int = 10, exclude: Sequence[int] = ()) -> list[dict]:
         return [self.catalogue.product(row, score) for row, score in self.search_rows(query, k, exclude)]
 
 
-def _wanted(article_type: str | None, colours) -> dict:
+def _wanted(article_type: str | None, colours, gender: str | None = None) -> dict:
     colours = [c for c in (colours or []) if c]
-    return {"articleType": article_type, "baseColour": colours[0] if colours else None}
+    return {"articleType": article_type, "baseColour": colours[0] if colours else None, "gender": gender or None}
+
+
+def composed_wanted(predicted: dict, modified: dict) -> dict:
+    """What a composed query asks for: the modified type and colour, and the gender the text names or else
+    the one the encoder describes in the photo."""
+    return _wanted(modified["articleType"], modified["colours"], modified.get("gender") or predicted.get("gender"))
