@@ -12,7 +12,7 @@ from app.commands.bench.stages import chat_prompts
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["load_detector_s", "load_text_encoder_s", "load_generator_s", "load_total_s", "detector_msgs_per_s",
           "encoder_ms", "generator_b1_ms", "generator_b4_ms", "generator_b16_ms", "generator_b16_img_per_s",
-          "retrieval_ms", "chat_turn_p50_ms", "chat_turn_p95_ms", "service_memory_mb"]
+          "retrieval_ms", "variants_ms", "chat_turn_p50_ms", "chat_turn_p95_ms", "service_memory_mb"]
 
 
 def test_bench_json_reports_every_stage():
@@ -28,6 +28,8 @@ def test_bench_json_reports_every_stage():
         stage = report["stages"][key]
         assert {"label", "value", "unit", "floor", "ratio", "target", "ok", "note"} <= stage.keys()
         assert stage["value"] is not None or stage["note"], key
+    variants = report["stages"]["variants_ms"]
+    assert variants["value"] > 0 and variants["floor"] > 0 and variants["ok"] in (True, False)
     chat = report["stages"]["chat_turn_p50_ms"]
     assert chat["floor"] > 0 and chat["ratio"] > 0 and chat["ok"] in (True, False)
     details = report["details"]["chat"]

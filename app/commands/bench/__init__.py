@@ -38,6 +38,7 @@ from app.commands.bench.stages import (
     measure_generator,
     measure_retrieval,
     measure_training,
+    measure_variants,
 )
 
 DEFAULT_TURNS = 50           # chat turns timed; the README table uses at least 50
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> Report:
     measure_encoder(report, service, args.reps)
     measure_generator(report, service, args.reps)
     measure_retrieval(report, service, args.reps)
+    measure_variants(report, service, args.reps)
     measure_chat(report, service, args.turns, min(20, args.turns) if args.threads != 1 else 0)
     peak = peak_rss_mb()
     report.add(Stage("service_memory_mb", "Peak resident memory, models + chat (bench process)", round(peak), "MB",

@@ -137,6 +137,28 @@ def measure_generator(report: Report, service, reps: int) -> None:
                          round(batch / p50, 1), "img/s", round(batch / floor, 1), "forward pass only"))
 
 
+TARGET_VARIANTS_MS = 100.0  # one photo -> TURN_IMAGES variants, on top of describing it
+
+
+def measure_variants(report: Report, service, reps: int) -> None:
+    """One photo -> TURN_IMAGES variants "in red" through the service (describe, change, encode, edit), and
+    the editing generator's own forward pass; the photo is a catalogue thumbnail, as a shopper's would be."""
+    if service.editor is None or service.retriever is None:
+        report.add(Stage("variants_ms", "Photo -> variants (p50)", None, "ms",
+                         note=f"not measured: {service.editor_error or service.catalog_error}"))
+        return
+    photo = service.retriever.catalogue.thumbnail(0)
+    seeds = list(range(TURN_IMAGES))
+    own, wanted = service.encoder.encode(["blue tshirts", "red tshirts"])
+    latencies, floors = paired(lambda: service.variants(photo, "in red", seeds),
+                               lambda: service.editor.variants(photo, own, wanted, seeds), reps)
+    add_samples(report, "variants_ms", latencies)
+    p50, floor = percentile(latencies, 50), percentile(floors, 50)
+    report.add(Stage("variants_ms", f"Photo -> {TURN_IMAGES} variants: describe + edit (p50)", round(p50 * 1000, 1),
+                     "ms", round(floor * 1000, 1), f"editing generator, {TURN_IMAGES} images",
+                     target=f"<= {TARGET_VARIANTS_MS:.0f} ms", ok=p50 * 1000 <= TARGET_VARIANTS_MS))
+
+
 def measure_retrieval(report: Report, service, reps: int) -> None:
     if getattr(service, "retriever", None) is None:
         report.add(Stage("retrieval_ms", "Retrieval: similar products (p50)", None, "ms",
