@@ -90,3 +90,18 @@ def test_answers_are_more_distinct_than_plain_seeds_and_more_avoids_what_was_sho
     assert len(more.images) == 4 and not {im.seed for im in more.images} & {im.seed for im in first.images}
     plain_more = _plain(bot, first.caption, [max(im.seed for im in first.images) + 1 + i for i in range(4)])
     assert _spread(more.images, first.images) >= _spread(plain_more, first.images)
+
+
+def test_more_like_this_stays_nearest_the_clicked_card(bot):
+    """Variations of one card of an answer are nearer that card than the answer's other cards."""
+    hits = total = 0
+    for text in ("a red dress for a party", "white sneakers", "brown handbag", "green kurta"):
+        bot.reset()
+        answer = bot.respond(text)
+        for k, card in enumerate(answer.images):
+            near = bot.more_like(card.caption, card.seed, text)
+            assert [im.label for im in near.images] == [f"variation {i} of seed {card.seed}" for i in range(1, 5)]
+            d = _distances(near.images, answer.images)
+            hits += int((d.argmin(axis=1) == k).sum())
+            total += len(d)
+    assert hits / total >= 0.8, f"{hits}/{total}"
