@@ -115,7 +115,7 @@ class Methods:
 
     def describe(self, photos: np.ndarray, targets: list[str]) -> tuple[list[dict], list[dict]]:
         """What the app reads from each photo, and that description changed by "in <colour>"."""
-        predicted = self.retriever.model.predict(list(photos))
+        predicted = self.retriever.model.predict(photos)
         return predicted, [self.retriever.modify(p, f"in {c}") for p, c in zip(predicted, targets)]
 
     def editor(self, photos, targets, strength: float | None = None):
@@ -195,7 +195,7 @@ def describe_step(methods: Methods, held, vocab) -> dict:
     """Type and colour accuracy of the app's description of all held-out photos; near-type confusions."""
     predicted = []
     for start in range(0, len(held), 512):
-        predicted += methods.retriever.model.predict(list(held.images[start : start + 512]))
+        predicted += methods.retriever.model.predict(held.images[start : start + 512])
     true_t = [r["articleType"] for r in held.rows]
     true_c = [r["baseColour"] for r in held.rows]
     pred_t = [p.get("articleType") for p in predicted]
