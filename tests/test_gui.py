@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import logging
 import os
 import shutil
@@ -138,6 +139,12 @@ def chips(bubble):
     from app.gui.chat import Chip
 
     return [w.label for w in descendants(bubble) if isinstance(w, Chip)]
+
+
+def user_text(bubble):
+    import tkinter as tk
+
+    return "".join(w.cget("text") for w in descendants(bubble) if isinstance(w, tk.Label))
 
 
 def texts(bubble):
@@ -359,19 +366,148 @@ def test_history_is_restored_after_restart_and_can_be_cleared(make_app, tmp_path
     assert "a red dress for a party" in restored and "Looking for:" in restored
     assert "Show again" in {w.cget("text") for b in again.chat.bubbles for w in descendants(b)
                             if w.winfo_class() == "TButton"}
+    restored_set = next(b for b in again.chat.bubbles if b.record and b.record.get("images"))
     wait_ready(again)
+    pump(again.root, lambda: len(restored_set.cards) == 3, 60, "the restored set to be drawn again")
     bubble = send(again, "make it green")  # the request itself survived the restart
     assert {"Green", "Dresses", "Party"} <= set(chips(bubble))
-    # Show again draws a folded set in place
-    folded = next(b for b in again.chat.bubbles if b.record and b.record.get("images") and not b.cards)
-    button = next(w for w in descendants(folded) if w.winfo_class() == "TButton")
-    button.invoke()
-    pump(again.root, lambda: len(folded.cards) == 3, 60, "the set to be drawn again")
     # Clear history (confirmed in the recording fake)
     again.dialogs.yes_no_answers.append(True)
     again.clear_history()
     assert [b.role for b in again.chat.bubbles] == ["bot"]  # only the welcome message
     assert again.storage.load_history().messages == []
+
+
+def _pixels(bubble):
+    return [(card.item.seed, card.item.variation, card.item.image) for card in bubble.cards]
+
+
+def assert_same_images(drawn_again, drawn):
+    """The same seeds in the same order, and the same pictures (up to float noise between batch sizes)."""
+    import numpy as np
+
+    assert [d[:2] for d in drawn_again] == [d[:2] for d in drawn]
+    for (*_, again), (*_, first) in zip(drawn_again, drawn):
+        difference = np.abs(np.asarray(again, dtype=int) - np.asarray(first, dtype=int))
+        assert difference.mean() < 1.0 and difference.max() <= 16, (difference.mean(), difference.max())
+
+
+def _image_bubbles(app):
+    return [b for b in app.chat.bubbles if b.role == "bot" and b.record and b.record.get("images")]
+
+
+def test_restored_history_draws_its_images_again_lazily(make_app):
+    """After a restart the image sets come back, drawn from their stored seeds (the very same pixels), but
+    only those scrolled into view: the rest wait until they are shown."""
+    app = make_app()
+    wait_ready(app)
+    drawn = [_pixels(send(app, text)) for text in ("a red dress for a party", "make it blue", "black jeans",
+                                                  "white sneakers")]
+    app.close()
+    again = make_app()
+    sets = _image_bubbles(again)
+    assert len(sets) == 4 and not any(b.cards for b in sets)  # nothing drawn before the models are up
+    wait_ready(again)
+    pump(again.root, lambda: sets[-1].cards, 60, "the newest restored set to be drawn")
+    pump(again.root, lambda: again.worker.pending() == 0 and not again.worker.busy, 60, "the worker to settle")
+    assert_same_images(_pixels(sets[-1]), drawn[-1])
+    assert not sets[0].cards and not again.chat.on_screen(sets[0])  # off screen: not drawn (yet)
+    again.chat._on_scrollbar("moveto", 0)  # the user scrolls up to the first one
+    pump(again.root, lambda: sets[0].cards, 60, "the first set to be drawn once shown")
+    assert_same_images(_pixels(sets[0]), drawn[0])
+    assert again.chat.log.yview()[0] == 0.0  # drawing it did not move the view
+    assert {"Save", "More like this"} <= set(sets[0].cards[0].buttons)
+
+
+def test_show_again_keeps_the_view_on_the_turn_it_draws(make_app):
+    app = make_app()
+    wait_ready(app)
+    for text in ("a red dress for a party", "make it blue", "black jeans", "white sneakers"):
+        send(app, text)
+    app.close()
+    again = make_app()
+    wait_ready(again)
+    first = _image_bubbles(again)[0]
+    again.chat._on_scrollbar("moveto", 0)
+    again.root.update()
+    button = next(w for w in descendants(first) if w.winfo_class() == "TButton" and w.cget("text") == "Show again")
+    button.invoke()  # before the view's own lazy drawing comes to it
+    pump(again.root, lambda: len(first.cards) == 3, 60, "the set to be drawn again")
+    for _ in range(20):  # let the scroll and resize handlers run
+        again.root.update()
+        time.sleep(0.02)
+    shown = again.chat.log.dlineinfo(str(first))  # None when it is off screen
+    assert shown and shown[1] >= 0, shown  # on screen, its top in view
+    assert again.chat.log.yview()[1] < 0.999  # not scrolled away to the newest message
+
+
+def test_redraws_that_leave_the_screen_before_their_turn_are_cancelled(make_app):
+    app = make_app()
+    wait_ready(app)
+    for text in ("a red dress for a party", "make it blue", "black jeans", "white sneakers"):
+        send(app, text)
+    app.close()
+    again = make_app()
+    wait_ready(again)
+    sets = _image_bubbles(again)
+    pump(again.root, lambda: sets[-1].cards, 60, "the newest set")
+    gate = threading.Event()
+    again.submit(lambda job: gate.wait(60), lambda event: None, group="chat")  # the worker is busy
+    again.chat._on_scrollbar("moveto", 0)
+    pump(again.root, lambda: sets[0].redraw_id is not None, 10, "the first set's redraw to be asked for")
+    again.chat.scroll_to_end()  # gone again before the worker got to it
+    pump(again.root, lambda: sets[0].redraw_id is None, 10, "the redraw to be cancelled")
+    gate.set()
+    pump(again.root, lambda: not again.worker.busy, 60, "the worker to be idle")
+    assert not sets[0].cards and sets[0] in again.chat._deferred  # drawn when it is shown again
+
+
+def test_restored_photo_turn_is_drawn_again_from_the_kept_photo(make_app, tmp_path):
+    fixture = tmp_path / "my dress.jpg"
+    fixture.write_bytes(sorted(FIXTURE_IMAGES.glob("*.jpg"))[0].read_bytes())
+    app = make_app()
+    wait_ready(app)
+    app.chat.input.insert("1.0", "in red")
+    bubble = attach(app, fixture)
+    live_user = user_text(app.chat.bubbles[-2])
+    drawn = _pixels(bubble)
+    assert drawn and all(card.item.reference is not None for card in bubble.cards)
+    refined = _pixels(send(app, "make it green"))  # variants of the same photo
+    app.close()
+    fixture.unlink()  # the user's own file may go: the app kept a copy
+    again = make_app()
+    user = next(b for b in again.chat.bubbles if b.role == "user" and "attached" in texts(b))
+    assert user_text(user) == live_user == "in red\n(attached my dress.jpg)"  # one wording, live and restored
+    wait_ready(again)
+    photo_set, green_set = _image_bubbles(again)[-2:]
+    pump(again.root, lambda: photo_set.cards and green_set.cards, 90, "the photo's variants drawn again")
+    assert_same_images(_pixels(photo_set), drawn)
+    assert_same_images(_pixels(green_set), refined)
+    assert "More like this" in photo_set.cards[0].buttons
+    assert not user.photos  # off screen: not loaded yet
+    again.chat._on_scrollbar("moveto", 0)
+    pump(again.root, lambda: user.photos, 10, "the kept photo's thumbnail once shown")
+    again.dialogs.yes_no_answers.append(True)
+    again.clear_history()
+    assert not list(again.storage.photos_dir.iterdir())  # the history's photos go with it
+
+
+def test_turns_drawn_by_other_weights_say_so_instead_of_drawing(make_app, tmp_path):
+    app = make_app()
+    wait_ready(app)
+    send(app, "a red dress for a party")
+    app.close()
+    history = json.loads((tmp_path / "data" / "history.json").read_text())
+    [record] = [m for m in history["messages"] if m.get("images")]
+    assert record["weights"] == {"generator": app.service.fingerprints["generator"]}
+    record["weights"] = {"generator": "0123456789abcdef"}  # drawn by a generator that is gone now
+    (tmp_path / "data" / "history.json").write_text(json.dumps(history))
+    again = make_app()
+    wait_ready(again)
+    [bubble] = _image_bubbles(again)
+    pump(again.root, lambda: "other image generator weights" in texts(bubble), 60, "the note on the turn")
+    assert not bubble.cards and "01234567" in texts(bubble)
+    assert "Show again" not in {w.cget("text") for w in descendants(bubble) if w.winfo_class() == "TButton"}
 
 
 def test_corrupt_history_is_set_aside_with_a_message(make_app, tmp_path):

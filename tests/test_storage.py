@@ -169,3 +169,19 @@ def test_open_dialog_starts_in_the_last_folder_else_pictures_else_home(home, mon
     assert Storage().load_settings().last_folder == str(home / "shop")
     st.settings_path.write_text(json.dumps({"last_folder": 3}))
     assert st.load_settings().last_folder == ""
+
+
+def test_kept_photos_are_copies_named_by_content_and_go_with_the_history(home):
+    st = Storage()
+    source = home / "mine.jpg"
+    source.write_bytes(b"\xff\xd8 not really a jpeg")
+    name = st.keep_photo(source)
+    source.write_bytes(b"changed later")
+    assert st.photo_path(name).read_bytes() == b"\xff\xd8 not really a jpeg"
+    assert st.keep_photo(source) != name
+    for bad in ("../history.json", "x.photo", name + "/..", None):
+        with pytest.raises(ValueError):
+            st.photo_path(bad)
+    saved = st.save_image(Image.new("RGB", (64, 64)), "p", 1)
+    st.clear_history()
+    assert list(st.photos_dir.iterdir()) == [] and saved.exists()

@@ -55,6 +55,10 @@ class ModelService:
         self._lock = threading.Lock()
         self.detector = self.encoder = self.generator = self.editor = None
         self.editor_error: str | None = None
+        # Which weights draw the images: "generator" / "editor" -> the first 16 hex digits of the file's
+        # sha256. The history stores them with each turn, so a turn is drawn again only by the same weights.
+        self.fingerprints: dict[str, str] = {}
+        self._rows_by_id = None  # (catalogue, {product id: row}) for products()
 
     def load(self, progress: Progress = lambda message: None) -> None:
         """Load everything; raises CheckpointError / FileNotFoundError with a message naming the file."""
@@ -68,6 +72,7 @@ class ModelService:
             self.encoder = self._timed("text_encoder", self._load_encoder)
             progress(LoadStep("generator"))
             self.generator = self._timed("generator", self._load_generator)
+            self._fingerprint("generator", self.generator)
             self._load_editor_if_possible(progress)
             self._load_catalog_if_possible(progress)
             progress("ready")
@@ -107,9 +112,18 @@ class ModelService:
         try:
             self.editor = self._timed("editor", lambda: PhotoEditor(self.editor_weights, self.device))
             self.editor_error = None
+            self._fingerprint("editor", self.editor)
         except Exception as exc:  # noqa: BLE001 - a broken editor must not stop text-to-image
             self.editor, self.editor_error = None, str(exc)
             log.warning("photo variants unavailable: %s", exc)
+
+    def _fingerprint(self, name: str, model) -> None:
+        path = getattr(model, "path", None)
+        try:
+            self.fingerprints[name] = weights_fingerprint(path)
+        except (OSError, TypeError) as exc:  # a model without a file: its turns can't be checked
+            self.fingerprints.pop(name, None)
+            log.warning("no fingerprint for the %s weights (%s)", name, exc)
 
     @property
     def device_name(self) -> str:
@@ -289,9 +303,27 @@ class ModelService:
 
         return image.convert("RGB") if isinstance(image, Image.Image) else open_image(image)
 
+    def products(self, ids: list) -> list[dict]:
+        """The catalogue products with these ids, in that order, with their gender too (ids no longer in the
+        catalogue are left out): a stored list of similar products shown again without searching."""
+        catalogue = self._search_ready().catalogue
+        if self._rows_by_id is None or self._rows_by_id[0] is not catalogue:
+            self._rows_by_id = (catalogue, {pid: row for row, pid in enumerate(catalogue.ids)})
+        index = self._rows_by_id[1]
+        rows = [row for row in (index.get(str(pid)) for pid in ids) if row is not None]
+        return [dict(product, gender=catalogue.genders[row])
+                for row, product in zip(rows, self._products([(row, None) for row in rows]))]
+
     def _products(self, hits: list[tuple[int, float]]) -> list[dict]:
         catalogue = self.retriever.catalogue
         return [dict(catalogue.product(row, score), thumbnail=catalogue.thumbnail(row)) for row, score in hits]
+
+
+def weights_fingerprint(path: str | Path) -> str:
+    """The first 16 hex digits of a weights file's sha256 (raises OSError)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def pick_seeds(n: int, seed: int | None = None) -> list[int]:

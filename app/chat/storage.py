@@ -13,6 +13,7 @@ No tkinter here: the GUI and the tests use the same code.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ MAX_HISTORY = 2000            # messages kept in the history; older ones move to
 STALE_TEMP_S = 60             # a temporary file this old is a killed write's leftover, not a write in progress
 SAVE_SCALE = 4                # saved images are 64x64 outputs upscaled 4x (nearest: exact pixels)
 SOFTWARE = "FashionGAN Multimodal Search"
+PHOTO_SUFFIX = ".photo"       # kept photos are the user's bytes as they were (JPEG, PNG, ...): opened by content
 
 
 def user_data_dir() -> Path:
@@ -181,6 +183,7 @@ class Storage:
         self.archive_path = self.root / "history-archive.jsonl"  # messages moved out of the history (MAX_HISTORY)
         self.settings_path = self.root / "settings.json"
         self.saved_dir = self.root / "saved"
+        self.photos_dir = self.root / "photos"  # copies of the photos attached in the chat (the history's)
 
     # -- history
 
@@ -244,7 +247,40 @@ class Storage:
         return removed
 
     def clear_history(self) -> None:
+        """An empty history; the photos it kept go with it (saved images stay)."""
         self.save_history([], None)
+        for path in self.photos_dir.glob(f"*{PHOTO_SUFFIX}") if self.photos_dir.is_dir() else []:
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", path, exc)
+
+    # -- photos attached in the chat
+
+    def keep_photo(self, source: str | Path) -> str:
+        """Copy a photo the user attached into the data folder, so the turn can be drawn again after a restart
+        (their own file may move or go). Returns its name for the history record; the same bytes are kept once.
+        Raises OSError."""
+        data = Path(source).read_bytes()
+        name = hashlib.sha256(data).hexdigest()[:24] + PHOTO_SUFFIX
+        path = self.photos_dir / name
+        if not path.exists():
+            self.photos_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.photos_dir, prefix=f".{name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return name
+
+    def photo_path(self, name: str) -> Path:
+        """The kept photo a history record names; ValueError for a name that is not one keep_photo gives."""
+        if not isinstance(name, str) or not re.fullmatch(r"[0-9a-f]{24}" + re.escape(PHOTO_SUFFIX), name):
+            raise ValueError(f"not a kept photo: {name!r}")
+        return self.photos_dir / name
 
     # -- settings
 

@@ -3,8 +3,10 @@
 The transcript is a read-only `tk.Text` (as in Thonny's chat) in which every message is one embedded
 frame on its own line: appending a message adds one line and never re-renders the history, Tk only
 maps the embedded frames that are on screen, and there is no 32k-pixel limit of a scrolled canvas.
-Image sets beyond the newest `MAX_LIVE_SETS` are folded into a one-line "Show again" row, which
-releases their PhotoImages, so memory stays flat in long conversations.
+Image sets beyond the newest `MAX_LIVE_SETS` are folded, which releases their PhotoImages, so memory stays
+flat in long conversations. A folded set, like a turn restored from the history, shows placeholders and is
+drawn again from its seeds (on the worker) when it scrolls into view, not before: `ChatView.defer` runs
+such work for the bubbles on screen only.
 
 The view knows nothing about models: it calls the callbacks it was given (`ChatActions`) and renders
 `app.chat.bot.Reply` objects (or their history records).
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from tkinter import ttk
 
+from app.chat.history import can_redraw
 from app.gui import (
     BORDER,
     BOT_BG,
@@ -37,8 +40,9 @@ from app.gui import (
 
 log = logging.getLogger(__name__)
 
-MAX_LIVE_SETS = 40      # image sets kept drawn; older ones fold into a "Show again" row
+MAX_LIVE_SETS = 40      # image sets kept drawn; older ones are folded (drawn again when shown)
 IMAGES_PER_ROW = 4
+LAZY_MS = 120           # after the view stops moving this long, what came into view is drawn
 TILE_WIDTH = THUMB_SIZE + 12  # a similar product's tile: its text wraps to this many pixels
 TITLE_LINES = 4         # a product title longer than this many lines ends in an ellipsis
 WHEEL_TAG = "ChatWheel"  # bindtag added to every widget inside the transcript: the wheel scrolls it
@@ -54,7 +58,14 @@ class ChatActions:
     save: Callable[[object], None]            # a ShownImage
     more_like: Callable[[object], None]       # a ShownImage
     similar: Callable[[object], None]         # a ShownImage
-    redraw: Callable[[object, dict], None]    # (Bubble, history record): draw a folded set again
+    redraw: Callable[..., object]             # (Bubble, history record, auto=False) -> request id: draw again
+    cancel: Callable[[int], bool] = lambda request_id: False  # a redraw that is not needed any more
+    photo: Callable[[str], object] = lambda name: None        # a kept photo's name -> PIL image (or None)
+
+
+def attachment_text(text: str, name: str) -> str:
+    """The user's bubble for an attached photo, live and restored alike."""
+    return f"{text}\n(attached {name})" if text else f"(attached {name})"
 
 
 def _font(widget: tk.Misc, size: int | None = None, weight: str = "normal") -> tuple:
@@ -79,6 +90,8 @@ class Bubble(tk.Frame):
         self.grid_frame: tk.Frame | None = None
         self.record: dict | None = None
         self.done = role == "user"
+        self.redraw_id: int | None = None  # the request drawing this bubble's set again, if any
+        self.redraw_started = False
 
     # -- content
 
@@ -110,8 +123,9 @@ class Bubble(tk.Frame):
             Chip(row, label, kind).pack(side="left", padx=2)
         return row
 
-    def show_reply(self, reply) -> None:
-        """Render an app.chat.bot.Reply into this (pending) bubble."""
+    def show_reply(self, reply, record: dict | None = None) -> None:
+        """Render an app.chat.bot.Reply into this (pending) bubble; `record`: its history record, if the
+        caller has one (reply.record() otherwise)."""
         self.clear()
         if reply.kind == "error":
             self.configure(bg=ERROR_BG)
@@ -142,7 +156,7 @@ class Bubble(tk.Frame):
             self.strip.pack(anchor="w", fill="x", pady=(2, 0))
             if not reply.images:
                 self.view._track_live(self)
-        self.record = reply.record()
+        self.record = record if record is not None else reply.record()
         self.done = True
         self.view._bubble_changed(self)
 
@@ -154,8 +168,31 @@ class Bubble(tk.Frame):
         self.done = True
         self.view._bubble_changed(self)
 
-    def show_record(self, record: dict) -> None:
-        """A bot message from the history: text and chips, images folded (they can be drawn again)."""
+    def show_record(self, record: dict, problem: str | None = None, retry: bool = True) -> None:
+        """A bot message from the history (or a folded one): text and chips; its images as placeholders,
+        drawn again from their seeds once it is on screen. `problem`: why they are not drawn (shown instead;
+        with Show again when `retry`)."""
+        self._show_stored(record)
+        if problem:
+            self.add_text(problem, muted=True)
+            self._add_folded_row(record, button=retry and can_redraw(record))
+        elif can_redraw(record):
+            self._add_placeholders(record, "")
+            self.view.defer(self, lambda: self.view.actions.redraw(self, record, auto=True), models=True)
+        else:
+            self._add_folded_row(record, button=False)
+        self.done = True
+        self.view._bubble_changed(self)
+
+    def drawing(self, record: dict) -> None:
+        """The stored set is being drawn again: placeholders where the images will be."""
+        self._show_stored(record)
+        self._add_placeholders(record, "Drawing again \u2026")
+        self.done = False
+        self.view._bubble_changed(self)
+
+    def _show_stored(self, record: dict) -> None:
+        self.view.undefer(self)
         self.clear()
         if record.get("kind") == "error":
             self.configure(bg=ERROR_BG)
@@ -167,27 +204,39 @@ class Bubble(tk.Frame):
                 self.add_text(record.get("text", ""))
             elif record.get("note"):
                 self.add_text(record["note"], muted=True)
+        elif record.get("headline") and record.get("kind") == "images":
+            self.add_text(record["headline"], bold=True)
+            if record.get("note"):
+                self.add_text(record["note"], muted=True)
         else:
             self.add_text(record.get("text", ""))
         self.record = record
-        self._add_folded_row(record)
-        self.done = True
-        self.view._bubble_changed(self)
 
     def fold(self) -> None:
-        """Drop the drawn images of an old set (memory), leaving a "Show again" row."""
-        if self.grid_frame is not None:
-            self.grid_frame.destroy()
-            self.grid_frame = None
-        if self.strip is not None:
-            self.strip.destroy()
-        self.cards.clear()
+        """Drop the drawn images of an old set (memory); it is drawn again when it is shown again."""
         self.strip = None
-        self.photos.clear()
         if self.record:
-            self._add_folded_row(self.record)
+            self.show_record(self.record)
+        else:
+            self.clear()
 
-    def _add_folded_row(self, record: dict) -> None:
+    def _add_placeholders(self, record: dict, status: str) -> None:
+        """One empty tile per stored image, the size of an ImageCard, so the layout barely moves when the
+        images come; the summary row (and Show again) under them."""
+        images = record.get("images") or []
+        if images:
+            grid = tk.Frame(self, bg=self.bg)
+            grid.pack(anchor="w", pady=(6, 0))
+            for i, item in enumerate(images):
+                tile = tk.Frame(grid, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER,
+                                width=DISPLAY_SIZE + 38, height=DISPLAY_SIZE + 55)  # an ImageCard's size
+                tile.pack_propagate(False)
+                tile.grid(row=i // IMAGES_PER_ROW, column=i % IMAGES_PER_ROW, padx=(0, 8), pady=(0, 8), sticky="n")
+                tk.Label(tile, text=f"{_image_label(item)}\n{status}" if status else _image_label(item), bg=SURFACE,
+                         fg=MUTED, font=_font(tile, 9)).pack(expand=True)
+        self._add_folded_row(record, button=not status)
+
+    def _add_folded_row(self, record: dict, button: bool = True) -> None:
         images = record.get("images") or []
         products = record.get("similar") or []
         if not images and not products:
@@ -201,7 +250,7 @@ class Bubble(tk.Frame):
         if products:
             parts.append(f"{len(products)} similar products")
         tk.Label(row, text=" \u00b7 ".join(parts), bg=self.bg, fg=MUTED, font=_font(self, 9)).pack(side="left")
-        if images and all(im.get("regenerable", True) for im in images) and record.get("caption"):
+        if button and can_redraw(record):
             ttk.Button(row, text="Show again", style="Card.TButton",
                        command=lambda: self.view.actions.redraw(self, record)).pack(side="left", padx=8)
         self.view._wheel_bind(row)
@@ -209,6 +258,7 @@ class Bubble(tk.Frame):
     def destroy(self) -> None:
         # Drop image references here, on the main thread: a PhotoImage left in a reference cycle
         # would be freed by whichever thread next runs the garbage collector, and Tk is single-threaded.
+        self.view.undefer(self)
         self.photos.clear()
         self.cards.clear()
         self.strip = None
@@ -220,6 +270,14 @@ class Bubble(tk.Frame):
         self.add_text(text, muted=True)
         self.done = False
         self.view._bubble_changed(self)
+
+
+def _image_label(item: dict) -> str:
+    """ShownImage.label for a stored image: "seed 12", "variation 2 of seed 12"."""
+    if item.get("variation") is None:
+        return f"seed {item.get('seed')}"
+    return f"variation {item['number']} of seed {item.get('seed')}" if item.get("number") else \
+        f"variation of seed {item.get('seed')}"
 
 
 class Chip(tk.Frame):
@@ -359,6 +417,10 @@ class ChatView(ttk.Frame):
         self._recall_index: int | None = None
         self._scroll_id = None
         self._stick = True  # follow the newest message until the user scrolls up
+        self._keep: Bubble | None = None  # a bubble drawn again at the user's request: the view stays on it
+        self._deferred: dict[Bubble, tuple[Callable[[], object], bool]] = {}  # see defer()
+        self._lazy_id = None
+        self.models_ready = False  # set by the window once the models are loaded: deferred redraws may run
         self.similar_enabled = True  # the window turns it off when there is no catalogue
         self._build()
 
@@ -516,12 +578,27 @@ class ChatView(ttk.Frame):
 
     def add_record(self, record: dict) -> Bubble:
         if record.get("role") == "user":
-            return self.add_user(record.get("text", "") or f"[image: {record.get('attachment', '')}]")
+            text = record.get("text", "")
+            bubble = self.add_user(attachment_text(text, record["attachment"]) if record.get("attachment") else text)
+            if record.get("photo"):
+                self.defer(bubble, lambda: self._show_kept_photo(bubble, record["photo"]))
+            return bubble
         bubble = Bubble(self, "bot")
         bubble.show_record(record)
         self.bubbles.append(bubble)
         self._append(bubble, "bot")
         return bubble
+
+    def _show_kept_photo(self, bubble: Bubble, name: str) -> None:
+        """A restored attachment's thumbnail, from the copy the storage kept."""
+        image = self.actions.photo(name)
+        if image is None or not bubble.winfo_exists():
+            return
+        photo = to_photo(image, 128, master=bubble, crisp=False)
+        bubble.photos.append(photo)
+        label = tk.Label(bubble, image=photo, bg=USER_BG)
+        label.pack(anchor="e", pady=(4, 0))  # under the text, as when it was attached
+        self._wheel_bind(label)
 
     def add_notice(self, text: str) -> None:
         self.log.configure(state="normal")
@@ -537,6 +614,8 @@ class ChatView(ttk.Frame):
             bubble.destroy()
         self.bubbles.clear()
         self._live.clear()
+        self._deferred.clear()
+        self._keep = None
 
     @property
     def cards(self) -> list[ImageCard]:
@@ -550,8 +629,80 @@ class ChatView(ttk.Frame):
             self._live.popleft().fold()
 
     def _bubble_changed(self, bubble: Bubble) -> None:
+        """A bubble was filled or drawn again: a new answer (the last bubble) scrolls into view; one drawn again
+        at the user's request stays in view; any other leaves the view where it is."""
         self._wheel_bind(bubble)
-        self.scroll_to_end()
+        if bubble is self._keep:
+            self._show_soon(bubble)
+            if bubble.done:
+                self._keep = None
+        elif self.bubbles and bubble is self.bubbles[-1]:
+            self.scroll_to_end()
+        self._schedule_lazy()
+
+    def keep_in_view(self, bubble: Bubble) -> None:
+        """The user asked to draw this bubble again: keep the view on it while it changes size."""
+        self._keep = bubble
+        self._stick = False
+
+    def _show_soon(self, bubble: Bubble) -> None:
+        self.after(15, lambda: self._show_bubble(bubble))
+
+    def _show_bubble(self, bubble: Bubble) -> None:
+        """Scroll as little as needed to show the bubble: all of it if it fits, else its top."""
+        if not bubble.winfo_exists():
+            return
+        self.log.tk.call(self.log._w, "sync")
+        info = self.log.dlineinfo(str(bubble))
+        height = self.log.winfo_height()
+        if not info or info[1] < 0:
+            self.log.yview(str(bubble))
+        elif info[1] + info[3] > height:
+            self.log.yview_scroll(min(info[1] + info[3] - height, info[1]), "pixels")
+        self._stick = self.log.yview()[1] >= 0.999
+
+    # -- work for what is on screen
+
+    def defer(self, bubble: Bubble, action: Callable[[], object], models: bool = False) -> None:
+        """Run `action` once `bubble` is on screen (and, with `models`, once the models are loaded)."""
+        self._deferred[bubble] = (action, models)
+        self._schedule_lazy()
+
+    def undefer(self, bubble: Bubble) -> None:
+        self._deferred.pop(bubble, None)
+
+    def set_models_ready(self, ready: bool = True) -> None:
+        self.models_ready = ready
+        self._schedule_lazy()
+
+    def _schedule_lazy(self) -> None:
+        if self._lazy_id is not None:
+            self.after_cancel(self._lazy_id)
+        self._lazy_id = self.after(LAZY_MS, self._run_lazy)
+
+    def _run_lazy(self) -> None:
+        """Start what the bubbles now on screen wait for; cancel redraws of bubbles that left the screen
+        before their turn came (they wait again)."""
+        self._lazy_id = None
+        waiting = [b for b in self.bubbles[-2 * MAX_LIVE_SETS:] if b.redraw_id is not None and not b.redraw_started]
+        if not self._deferred and not waiting:
+            return
+        self.log.tk.call(self.log._w, "sync")
+        for bubble, (action, models) in list(self._deferred.items()):
+            if (self.models_ready or not models) and self.on_screen(bubble):
+                del self._deferred[bubble]
+                action()
+        for bubble in waiting:
+            if not self.on_screen(bubble) and self.actions.cancel(bubble.redraw_id):
+                bubble.redraw_id = None
+                bubble.show_record(bubble.record)  # waits again, until it is on screen
+
+    def on_screen(self, bubble: Bubble) -> bool:
+        """Whether any of the bubble is in the visible part of the transcript."""
+        try:
+            return bubble.winfo_exists() and bool(self.log.dlineinfo(str(bubble)))
+        except tk.TclError:
+            return False
 
     def _wheel_bind(self, widget: tk.Misc) -> None:
         stack = [widget]
@@ -565,22 +716,33 @@ class ChatView(ttk.Frame):
     def _on_wheel(self, event) -> str:
         up = getattr(event, "num", None) == 4 or getattr(event, "delta", 0) > 0
         self.log.yview_scroll(-60 if up else 60, "pixels")
-        self._stick = not up and self.log.yview()[1] >= 0.999
+        self._user_scrolled(not up and self.log.yview()[1] >= 0.999)
         return "break"
 
     def _on_scrollbar(self, *args) -> None:
         self.log.yview(*args)
-        self._stick = self.log.yview()[1] >= 0.999
+        self._user_scrolled(self.log.yview()[1] >= 0.999)
+
+    def _user_scrolled(self, at_end: bool) -> None:
+        """The user moved the view: it follows the newest message only if they left it at the end, and a
+        scroll to the end still pending (an answer that just came) no longer happens."""
+        self._stick = at_end
+        self._keep = None
+        if not at_end and self._scroll_id is not None:
+            self.after_cancel(self._scroll_id)
+            self._scroll_id = None
 
     def _on_yscroll(self, first, last) -> None:
         """The view or the content's height changed; stay on the newest message if we were there."""
         self.scrollbar.set(first, last)
+        self._schedule_lazy()
         if self._stick and float(last) < 0.999 and self._scroll_id is None:
             self._scroll_id = self.after(15, self._scroll_now)
 
     def scroll_to_end(self) -> None:
         """Show the newest message once its size is known (after the pending geometry updates)."""
         self._stick = True
+        self._keep = None
         if self._scroll_id is not None:
             self.after_cancel(self._scroll_id)
         self._scroll_id = self.after(15, self._scroll_now)
@@ -599,7 +761,9 @@ class ChatView(ttk.Frame):
                     child.configure(wraplength=width)
 
     def destroy(self) -> None:
-        if self._scroll_id is not None:
-            self.after_cancel(self._scroll_id)
-            self._scroll_id = None
+        for after_id in (self._scroll_id, self._lazy_id):
+            if after_id is not None:
+                self.after_cancel(after_id)
+        self._scroll_id = self._lazy_id = None
+        self._deferred.clear()
         super().destroy()

@@ -22,10 +22,11 @@ from dataclasses import fields
 from pathlib import Path
 from tkinter import ttk
 
+from app.chat.history import bot_record
 from app.chat.storage import Settings, Storage, open_dialog_folder, user_log_dir
 from app.chat.worker import CANCELLED, ERROR, PROGRESS, RESULT, STARTED, Event, Job, Worker
 from app.gui import BG, Dialogs, configure_styles, drops
-from app.gui.chat import ChatActions, ChatView
+from app.gui.chat import ChatActions, ChatView, attachment_text
 from app.gui.loading import LoadResult, default_service_factory, limit_cpu_threads, load_service
 from app.gui.saved import SavedTab
 from app.gui.settings import MenuActions, SettingsDialog, build_menu
@@ -106,6 +107,7 @@ class App:
         self.tk_errors: list[str] = []
         self._handlers: dict[int, Callable[[Event], None]] = {}
         self._chat_ids: set[int] = set()
+        self._redraw_ids: set[int] = set()
         self._load_message = ""
         self._closed = False
         self.worker = Worker().start()
@@ -138,7 +140,8 @@ class App:
         self.notebook.pack(fill="both", expand=True)
         self.chat = ChatView(self.notebook, ChatActions(
             send=self.send_message, attach=self.attach_image, save=self.save_image,
-            more_like=self.more_like_this, similar=self.similar_products, redraw=self.redraw))
+            more_like=self.more_like_this, similar=self.similar_products, redraw=self.redraw,
+            cancel=self.worker.cancel, photo=self._kept_thumbnail))
         self.upload = UploadTab(self.notebook, UploadActions(
             choose=self.choose_upload, open_path=self.open_upload_path, generate=self.generate_variants,
             save=self.save_image))
@@ -302,6 +305,7 @@ class App:
                 self.model_state = "ready"
                 detail = "" if result.similar else "similar products unavailable" if result.catalog_error else ""
                 self.status.show("ready", detail)
+                self.chat.set_models_ready()  # restored turns on screen are drawn again now
             if result.notice:
                 self.chat.add_notice(result.notice)
         elif event.kind == ERROR:
@@ -337,7 +341,11 @@ class App:
         self._record({"role": "user", "text": text, "time": time.time()})
         return self._chat_job(lambda job: self._bot().respond(text, job.check))
 
-    def _chat_job(self, fn: Callable[[Job], object], decorate: Callable | None = None) -> int:
+    def _fingerprints(self) -> dict[str, str]:
+        return dict(getattr(self.service, "fingerprints", None) or {})
+
+    def _chat_job(self, fn: Callable[[Job], object], decorate: Callable | None = None,
+                  photo_text: str | None = None) -> int:
         waiting = self.model_state == "loading"
         bubble = self.chat.add_pending("I'll answer as soon as the models are loaded \u2026" if waiting
                                        else "Thinking \u2026")
@@ -349,12 +357,13 @@ class App:
                 reply = event.data
                 if decorate is not None:
                     decorate(reply)
-                bubble.show_reply(reply)
+                record = bot_record(reply, self._fingerprints(), photo_text)
+                bubble.show_reply(reply, record)
                 log.info("answered request %d: %s (%d images, %d products)", event.request_id, reply.kind,
                          len(reply.images), len(reply.similar))
                 if reply.request is not None:
                     self.bot_state = reply.request
-                self._record(bubble.record | {"time": time.time()})
+                self._record(record | {"time": time.time()})
             elif event.kind == ERROR:
                 message = f"Sorry, that went wrong: {event.data.message}. (Details are in the log.)"
                 bubble.show_error(message)
@@ -378,27 +387,67 @@ class App:
         self._record({"role": "user", "text": f"Similar products ({item.label})", "time": time.time()})
         return self._chat_job(lambda job: self._bot().similar_to(item.image, item.caption, item.seed))
 
-    def redraw(self, bubble, record: dict) -> int:
-        """Draw a folded or restored image set again, in place."""
-        from app.chat.bot import Chip
+    def redraw(self, bubble, record: dict, auto: bool = False) -> int | None:
+        """Draw a stored (restored or folded) turn again, in place: when it scrolls into view (`auto`), or from
+        its Show again button, and then the view stays on it."""
+        from app.chat.history import NotRedrawable, redraw
 
-        bubble.pending("Drawing again \u2026")
+        if not auto:
+            self.chat.keep_in_view(bubble)
+        if bubble.redraw_id is not None:  # asked again while a draw is on its way: that one is not needed
+            self.worker.cancel(bubble.redraw_id)
+            bubble.redraw_id = None
+        if self.model_state == "failed":
+            bubble.show_record(record, problem=f"Couldn't draw these again: the models are not loaded "
+                                               f"({self.load_error}).")
+            return None
+        bubble.drawing(record)
 
         def job(job: Job):
-            reply = self._bot().redraw(record["caption"], record.get("images") or [], "")
-            reply.kind, reply.text = record.get("kind", "images"), record.get("text", reply.text)
-            reply.headline, reply.note = record.get("headline"), record.get("note")
-            reply.chips = [Chip(label, kind) for label, kind in record.get("chips") or []]
-            return reply
+            try:
+                return redraw(self._bot(), record, self._open_kept_photo, job.check)
+            except NotRedrawable as exc:  # expected (other weights, the photo gone): said on the turn
+                log.info("not drawn again: %s", exc)
+                return exc
 
         def on_event(event: Event) -> None:
-            if event.kind == RESULT:
-                bubble.show_reply(event.data)
+            if event.kind != STARTED:
+                self._redraw_ids.discard(event.request_id)
+            if bubble.redraw_id != event.request_id:  # the view cancelled it, or drew the bubble anew
+                return
+            if event.kind == STARTED:
+                bubble.redraw_started = True
+                return
+            bubble.redraw_id = None
+            if event.kind == RESULT and isinstance(event.data, NotRedrawable):
+                bubble.show_record(record, problem=f"{event.data}.", retry=False)
+            elif event.kind == RESULT:
+                bubble.show_reply(event.data, record)
             elif event.kind == ERROR:
+                bubble.show_record(record, problem=f"Couldn't draw these again: {event.data.message}.")
+            elif event.kind == CANCELLED:  # it left the screen before its turn: drawn when shown again
                 bubble.show_record(record)
-                self.chat.add_bot_text(f"Couldn't draw those again: {event.data.message}", error=True)
 
-        return self.submit(job, on_event, group="chat")
+        request_id = self.submit(job, on_event, group="redraw")
+        bubble.redraw_id, bubble.redraw_started = request_id, False
+        self._redraw_ids.add(request_id)
+        return request_id
+
+    def _open_kept_photo(self, name: str):  # worker thread
+        return open_upload(str(self.storage.photo_path(name)))
+
+    def _kept_thumbnail(self, name: str):
+        """A kept photo, small, for a restored attachment (main thread: decoded at a reduced size)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.storage.photo_path(name)) as image:
+                image.draft("RGB", (256, 256))  # JPEG: decode at 1/2..1/8 of the size, fast
+                image.thumbnail((256, 256))
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            log.warning("cannot show the kept photo %s: %s", name, exc)
+            return None
 
     def ask_image(self) -> str | None:
         """The open dialog, started in the last folder used (else Pictures, else home); remembers the folder."""
@@ -428,10 +477,13 @@ class App:
         text = self.chat.input.get("1.0", "end-1c").strip()
         self.chat.input.delete("1.0", "end")
         name = Path(path).name
-        user = self.chat.add_user(f"{text}\n(attached {name})" if text else f"(attached {name})")
-        self._record({"role": "user", "text": text, "attachment": name, "time": time.time()})
+        user = self.chat.add_user(attachment_text(text, name))
+        user_record = {"role": "user", "text": text, "attachment": name, "time": time.time()}
+        self._record(user_record)
 
         def job(job: Job):
+            from app.chat.history import remember_photo
+
             try:
                 image = open_upload(path)
             except ValueError as exc:
@@ -439,8 +491,14 @@ class App:
                 from app.chat.bot import Reply
 
                 return Reply(f"I couldn't use that file: {exc}", "error")
+            try:  # a copy in the data folder: the turn can be drawn again after a restart
+                kept = self.storage.keep_photo(path)
+            except OSError as exc:
+                log.warning("could not keep a copy of %s: %s", path, exc)
+                kept = None
+            remember_photo(image, kept)
             reply = self._bot().respond_image(image, text, name, job.check)
-            reply.upload = image
+            reply.upload, reply.kept_photo = image, kept
             return reply
 
         def decorate(reply) -> None:
@@ -451,8 +509,10 @@ class App:
                 photo = to_photo(image, 128, master=user, crisp=False)
                 user.photos.append(photo)
                 tk.Label(user, image=photo, bg=user.bg).pack(anchor="e", pady=(4, 0))
+            if getattr(reply, "kept_photo", None):
+                user_record["photo"] = reply.kept_photo  # written with the answer's record
 
-        return self._chat_job(job, decorate)
+        return self._chat_job(job, decorate, photo_text=text)
 
     # ---------------------------------------------------------------------------------------- upload tab
 
@@ -568,10 +628,11 @@ class App:
     def clear_history(self) -> None:
         if not self.dialogs.ask_yes_no("Clear history", "Delete the whole chat history? Saved images are kept."):
             return
-        for request_id in list(self._chat_ids):
+        for request_id in [*self._chat_ids, *self._redraw_ids]:
             self.worker.cancel(request_id)
             self._handlers.pop(request_id, None)
         self._chat_ids.clear()
+        self._redraw_ids.clear()
         self.chat.clear()
         self.history = []
         self.bot_state = None
