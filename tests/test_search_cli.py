@@ -414,3 +414,23 @@ def test_service_load_survives_a_missing_catalogue(tiny_generator, tmp_path):
     assert any("similar products unavailable" in m for m in messages)
     with pytest.raises(CatalogError):
         service.similar_products(caption="red dresses")
+
+
+def test_service_says_which_item_a_gender_lacks_and_offers_the_nearest(catalog):
+    """The fixture catalogue's dresses are for women and girls: none for men, so the service offers the
+    nearest item types it holds for men; types it holds for the gender, or for no gender at all, are fine."""
+    from app.chat.service import ModelService
+    from models.search.catalog import Catalogue
+    from models.search.item_types import MIN_OFFER
+
+    cat = Catalogue.load(catalog)
+    service = ModelService(catalog=catalog, device="cpu")
+    service.load_catalog()
+    missing = service.unavailable("Dresses", "Men")
+    assert missing["count"] == 0 and 1 <= len(missing["nearest"]) <= 2
+    for article_type in missing["nearest"]:
+        assert sum(t == article_type and _gender_ok("Men", g) for t, g in zip(cat.article_types, cat.genders)) \
+            >= MIN_OFFER
+    assert service.unavailable("Dresses", "Women") is None and service.unavailable("Dresses", "Girls") is None
+    assert service.unavailable("Dresses", None) is None and service.unavailable(None, "Men") is None
+    assert service.unavailable("Sarees", "Men") is None  # no sarees at all: not a question of gender

@@ -226,6 +226,28 @@ class ModelService:
             raise ValueError("similar products need a caption, images or both")
         return self._products(retriever.search_rows(query, k))
 
+    def unavailable(self, article_type: str | None, gender: str | None) -> dict | None:
+        """{"count": 0, "nearest": [up to two item types]} when the catalogue holds none of this item type for
+        this gender ("dresses" for "Men") but does for others: the nearest types it holds for that gender
+        (models.search.item_types), nearest first; else None. Without a loaded catalogue the shipped item-type
+        table, the labels the generator learnt from, answers."""
+        if not article_type or not gender:
+            return None
+        types = self._item_types()
+        if types.count(article_type, gender) or not types.count(article_type, None):
+            return None
+        return {"count": 0, "nearest": types.nearest(article_type, gender, n=2)}
+
+    def _item_types(self):
+        from models.search import item_types
+
+        catalogue = self.retriever.catalogue if self.retriever is not None else None
+        cached = self.__dict__.get("_item_types_cache")
+        if cached is None or cached.catalogue is not catalogue:
+            encode = self.encoder.encode if self.encoder is not None else None
+            cached = self.__dict__["_item_types_cache"] = item_types.ItemTypes(item_types.load(), catalogue, encode)
+        return cached
+
     def similar_to_image(self, image, text: str = "", k: int = 8) -> list[dict]:
         """Products like a reference image, changed as the text says ("in red"): the composed query."""
         retriever = self._search_ready()
