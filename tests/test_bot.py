@@ -256,3 +256,36 @@ def test_latent_variations_match_the_generator_at_zero_strength():
         assert np.abs(np.asarray(image, int) - np.asarray(same, int)).max() <= 2, seed
     moved = latent_variations(service, "red dresses", 42, [7], strength=0.5)[0]
     assert np.abs(np.asarray(own[2], int) - np.asarray(moved, int)).max() > 10  # a visible variation
+
+
+# ---- negated attributes ------------------------------------------------------------------------------
+
+def test_a_negated_attribute_is_a_not_chip_and_stays_out_of_the_caption(bot):
+    reply = bot.respond("a green saree for a wedding, nothing too shiny")
+    assert ("not shiny", "not_attribute") in [(c.label, c.kind) for c in reply.chips]
+    assert "shiny" not in chip_labels(reply) and "shiny" not in reply.caption
+    assert reply.caption == "green sarees"
+    assert bot.respond("make it red").caption == "red sarees" and bot.state.exclude_attributes == {"detail": ["shiny"]}
+    reply = bot.respond("no print either")
+    assert {"not shiny", "not printed"} <= set(chip_labels(reply)) and "printed" not in reply.caption
+    bot.respond("actually shiny is fine")  # naming it again lifts the exclusion
+    assert bot.state.attributes == {"detail": ["shiny"]} and bot.state.exclude_attributes == {"pattern": ["printed"]}
+
+
+def test_products_whose_titles_carry_an_excluded_attribute_rank_last():
+    class WithCatalogue(FakeService):
+        def __init__(self, printed):
+            super().__init__()
+            self.printed = printed
+
+        def similar_products(self, caption=None, images=None, k=8):
+            titles = [f"Brand Men {'Printed ' if i in self.printed else ''}Red T-shirt {i}" for i in range(k)]
+            return [{"id": i, "title": t, "articleType": "Tshirts", "baseColour": "Red", "gender": "Men",
+                     "score": 1 - i / 50, "thumbnail": item_image(RED)} for i, t in enumerate(titles)]
+
+    bot = Bot(WithCatalogue(printed={0, 2, 5}), Settings())
+    shown = bot.respond("a red t-shirt, no print").similar
+    assert len(shown) == 8 and not any("Printed" in p["title"] for p in shown)  # enough others: left out
+    bot = Bot(WithCatalogue(printed=set(range(1, 30, 2)) | set(range(12, 100))), Settings())
+    shown = [p["id"] for p in bot.respond("a red t-shirt, no print").similar]
+    assert shown[:6] == [0, 2, 4, 6, 8, 10] and len(shown) == 8  # too few others: the rest rank after them

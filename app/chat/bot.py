@@ -114,7 +114,7 @@ def image_colour_family(image) -> str | None:
 @dataclass
 class Chip:
     label: str  # what the chip shows: "Red", "not Black", "Dresses", "Women", "Party", "long sleeve"
-    kind: str   # item | colour | not_colour | gender | usage | attribute
+    kind: str   # item | colour | not_colour | gender | usage | attribute | not_attribute ("not shiny")
 
 
 @dataclass
@@ -170,11 +170,12 @@ class RequestState:
     usage: str | None = None
     attributes: dict[str, list[str]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)  # the last set drawn, so refinements keep the layout
+    exclude_attributes: dict[str, list[str]] = field(default_factory=dict)  # "nothing too shiny": never captioned
 
     @property
     def empty(self) -> bool:
         return not (self.article_type or self.colours or self.exclude_colours or self.gender or self.usage
-                    or self.attributes)
+                    or self.attributes or self.exclude_attributes)
 
     def caption(self) -> str:
         values = [v for vs in self.attributes.values() for v in vs]
@@ -190,6 +191,7 @@ class RequestState:
         if self.usage:
             chips.append(Chip(self.usage, "usage"))
         chips += [Chip(f"not {c}", "not_colour") for c in self.exclude_colours]
+        chips += [Chip(f"not {v}", "not_attribute") for vs in self.exclude_attributes.values() for v in vs]
         return chips
 
     def to_dict(self) -> dict:
@@ -207,6 +209,8 @@ class RequestState:
                 gender=data.get("gender") or None, usage=data.get("usage") or None,
                 attributes={str(k): [str(v) for v in vs] for k, vs in (data.get("attributes") or {}).items()},
                 seeds=[int(s) for s in data.get("seeds") or []],
+                exclude_attributes={str(k): [str(v) for v in vs]
+                                    for k, vs in (data.get("exclude_attributes") or {}).items()},
             )
         except (TypeError, ValueError, AttributeError):
             log.warning("ignoring an unreadable saved request state: %r", data)
@@ -235,7 +239,23 @@ class RequestState:
             if values and self.attributes.get(name) != list(values):
                 self.attributes[name] = list(values)
                 changes.append(" ".join(values))
+            _remove(self.exclude_attributes, name, values)
+        for name, values in (getattr(detection, "exclude_attributes", None) or {}).items():
+            new = [v for v in values if v not in self.exclude_attributes.get(name, [])]
+            if new:
+                self.exclude_attributes[name] = self.exclude_attributes.get(name, []) + new
+                changes.append(f"not {' or '.join(new)}")
+            _remove(self.attributes, name, values)
         return changes
+
+
+def _remove(table: dict[str, list[str]], name: str, values) -> None:
+    """Drop `values` from table[name], and the name when nothing is left."""
+    kept = [v for v in table.get(name, []) if v not in values]
+    if kept:
+        table[name] = kept
+    else:
+        table.pop(name, None)
 
 
 def state_from_detection(detection) -> RequestState:
@@ -288,7 +308,7 @@ class Bot:
         check()
         intent = detection.intent
         has_filters = bool(detection.colours or detection.exclude_colours or detection.gender or detection.usage
-                           or detection.attributes)
+                           or detection.attributes or getattr(detection, "exclude_attributes", None))
         if detection.article_types:
             return self._shop_item(text, detection, check)
         if intent == "greeting" and not has_filters:
@@ -528,15 +548,16 @@ class Bot:
     def _similar(self, caption, images, excluded, raise_errors: bool = False) -> tuple[list[dict], str | None]:
         if not (self.catalogue_ready and hasattr(self.service, "similar_products")):
             return [], None
+        k = SIMILAR_K * (3 if self.state.exclude_attributes else 1) + 8
         try:
-            found = self.service.similar_products(caption=caption, images=images, k=SIMILAR_K + 8)
+            found = self.service.similar_products(caption=caption, images=images, k=k)
         except Exception as exc:
             if raise_errors:
                 raise
             log.exception("similar products failed")
             return [], f"(Similar products are unavailable: {exc}.)"
         kept = [p for p in found if colour_family(p.get("baseColour")) not in excluded]
-        return kept[:SIMILAR_K], None
+        return without_attributes(kept, self.state.exclude_attributes, self.service.detect)[:SIMILAR_K], None
 
 
 # ----------------------------------------------------------------------------------------------- uploads
@@ -607,7 +628,8 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
             products = service.similar_products(caption=caption if changes else None,
                                                 images=[im.image for im in images] if changes else [image],
                                                 k=SIMILAR_K + 8)
-        products = [p for p in products if colour_family(p.get("baseColour")) not in excluded][:SIMILAR_K]
+        products = [p for p in products if colour_family(p.get("baseColour")) not in excluded]
+        products = without_attributes(products, state.exclude_attributes, service.detect)[:SIMILAR_K]
     except Exception as exc:  # noqa: BLE001 - the variants are still worth showing
         log.exception("similar products for an upload failed")
         note_parts.append(f"(Similar products are unavailable: {exc}.)")
@@ -617,6 +639,21 @@ def analyse_upload(service, image, detection=None, seeds: list[int] | None = Non
     reply = Reply(plain, "images", headline=headline, chips=chips, note=" ".join(note_parts) or None,
                   images=images, similar=products, caption=caption)
     return UploadResult(reply, state if not state.empty else None, original)
+
+
+def without_attributes(products: list[dict], excluded: dict[str, list[str]], detect) -> list[dict]:
+    """Products whose titles name an excluded attribute ("Printed" for "no print", read by the keyword
+    detector `detect`) after all the others, each group in its order."""
+    unwanted = {(name, v) for name, values in (excluded or {}).items() for v in values}
+    if not unwanted:
+        return products
+
+    def carries(product) -> bool:
+        found = detect(product.get("title") or "").attributes
+        return any((name, v) in unwanted for name, values in found.items() for v in values)
+
+    marks = [carries(p) for p in products]
+    return [p for p, m in zip(products, marks) if not m] + [p for p, m in zip(products, marks) if m]
 
 
 def _differences(before: RequestState, after: RequestState) -> list[str]:

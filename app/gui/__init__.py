@@ -32,6 +32,7 @@ CHIP_COLOURS = {  # kind -> (background, foreground)
     "item": ("#e0e7ff", "#3730a3"),
     "colour": ("#fef3c7", "#92400e"),
     "not_colour": ("#fee2e2", "#991b1b"),
+    "not_attribute": ("#ffe4e6", "#9f1239"),
     "gender": ("#dcfce7", "#166534"),
     "usage": ("#f3e8ff", "#6b21a8"),
     "attribute": ("#e0f2fe", "#075985"),
