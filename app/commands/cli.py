@@ -80,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_registrars():
     """Each command module adds its own subcommands (`register(subparsers)`, handlers set with
     `set_defaults(func=...)`); the handlers import their heavy modules themselves, so --help stays fast."""
-    from app.commands import bench, eval_detector, generate, search
+    from app.commands import bench, chat, eval_detector, generate, search
 
-    return [generate.register, eval_detector.register, search.register, bench.register]
+    return [generate.register, eval_detector.register, search.register, bench.register, chat.register]
 
 
 def main(argv: list[str] | None = None) -> int:
