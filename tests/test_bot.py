@@ -289,3 +289,60 @@ def test_products_whose_titles_carry_an_excluded_attribute_rank_last():
     bot = Bot(WithCatalogue(printed=set(range(1, 30, 2)) | set(range(12, 100))), Settings())
     shown = [p["id"] for p in bot.respond("a red t-shirt, no print").similar]
     assert shown[:6] == [0, 2, 4, 6, 8, 10] and len(shown) == 8  # too few others: the rest rank after them
+
+
+# ---- carrying the request over -------------------------------------------------------------------------
+
+def test_a_new_item_without_a_refinement_word_starts_afresh_excluded_colours_included(bot):
+    bot.respond("black sneakers, not white")
+    for text in ("I'm going to a wedding next month and I also need a green saree, something elegant too",
+                 "show me a green saree for my sister's wedding as well"):
+        reply = bot.respond(text)
+        assert bot.state.exclude_colours == [] and bot.state.colours == ["Green"], text
+        assert "not White" not in chip_labels(reply) and reply.note is None
+        bot.respond("black sneakers, not white")
+
+
+@pytest.mark.parametrize("text", ["instead show me shoes", "same but in shirts", "what about shirts?",
+                                  "how about jeans", "but as a dress", "make it a kurta", "switch to sandals",
+                                  "change it to a skirt"])
+def test_a_new_item_with_a_refinement_word_keeps_the_rest(bot, text):
+    bot.respond("red tshirts for women, not black, no print")
+    bot.respond(text)
+    assert bot.state.article_type != "Tshirts"
+    assert (bot.state.colours, bot.state.gender, bot.state.exclude_colours) == (["Red"], "Women", ["Black"])
+    assert bot.state.exclude_attributes == {"pattern": ["printed"]}
+
+
+def test_but_inside_a_new_request_is_no_refinement(bot):
+    bot.respond("red tshirts for women")
+    bot.respond("a green saree but nothing too shiny")
+    assert (bot.state.article_type, bot.state.colours, bot.state.gender) == ("Sarees", ["Green"], None)
+
+
+@pytest.mark.parametrize("text, colours, gender", [("also in red", ["Red"], "Men"),
+                                                   ("same but for women", ["Blue"], "Women"),
+                                                   ("not shiny", ["Blue"], "Men")])
+def test_a_message_without_an_item_refines(bot, text, colours, gender):
+    bot.respond("blue jeans for men")
+    bot.respond(text)
+    assert (bot.state.article_type, bot.state.colours, bot.state.gender) == ("Jeans", colours, gender)
+
+
+def test_an_item_answering_a_question_completes_the_request(bot):
+    bot.respond("something red for a party, not shiny")
+    bot.respond("a dress")
+    assert (bot.state.article_type, bot.state.colours, bot.state.usage) == ("Dresses", ["Red"], "Party")
+    assert bot.state.exclude_attributes == {"detail": ["shiny"]}
+
+
+def test_a_new_request_forgets_the_uploaded_photo():
+    class Describing(FakeService):
+        def describe_image(self, image):
+            return {"articleType": "Tshirts", "baseColour": "Blue", "caption": "blue tshirts", "confidence": 0.8}
+
+    bot = Bot(Describing(), Settings())
+    bot.respond_image(item_image(RED), "in red")
+    assert bot.reference is not None
+    bot.respond("black jeans")
+    assert bot.reference is None and bot.state.colours == ["Black"]

@@ -47,9 +47,11 @@ EXAMPLES = [
 REFINE_EXAMPLES = ["make it green", "same but for women", "with long sleeves", "not black", "show me more"]
 CLARIFY_ITEMS = "a dress, a shirt, jeans, sneakers or a handbag"
 
-# Words that make a message with a new item keep the rest of the request ("same but in shirts").
-_CARRY_OVER = re.compile(r"\b(same|instead|what about|how about|also|too|as well|make (it|them)|change|switch"
-                         r"|rather)\b", re.I)
+# Words that make a message with a new item keep the rest of the request ("same but in shirts", "instead show me
+# shoes"); see the table at RequestState. "but" counts only at the start: inside a request it is a conjunction
+# ("a green saree but nothing too shiny"); "also", "too", "as well" add an item, they do not change this one.
+_CARRY_OVER = re.compile(r"^\W*but\b|\b(same|instead|what about|how about|make (it|them)|change (it|them|that|to)"
+                         r"|switch (it |them )?to|rather)\b", re.I)
 _THANKS = re.compile(r"\b(thanks|thank you|thank u|thx|ty|cheers|appreciate)\b", re.I)
 
 # Catalogue colour label -> family, for "does this image/product show an excluded colour?".
@@ -163,6 +165,29 @@ class Reply:
 
 @dataclass
 class RequestState:
+    """What the shopper is looking for now. What a message carries over of it (`Bot.respond`):
+
+    | the message                                         | e.g.                                   | keeps           |
+    |-----------------------------------------------------|----------------------------------------|-----------------|
+    | names no item                                       | "make it red", "not black", "same but  | everything;     |
+    |                                                     | for women", "also in red", "nothing    | what it names   |
+    |                                                     | shiny", "show me more"                 | changes (below) |
+    | names an item while the request has none (the       | "something for a party" -> "a dress";  | everything      |
+    | answer to "what kind of item?") or after the        | "kurtas then" after "men's kurtas      |                 |
+    | bot's offer of another item                         | instead?"                              |                 |
+    | names an item and says same / instead / what about  | "same but in shirts", "instead show    | all but the     |
+    | / how about / make it / change it (to) / switch to  | me shoes", "but as a dress"            | item            |
+    | / rather, or starts with "but"                      |                                        |                 |
+    | names an item, none of those words                  | "I also need a green saree", "a saree  | nothing, not    |
+    |                                                     | but nothing too shiny"                 | even excluded   |
+    |                                                     |                                        | colours or the  |
+    |                                                     |                                        | photo           |
+
+    Within a kept request: named colours replace the colours and lift their exclusion; excluded colours
+    add to the excluded ones and drop those colours; gender and usage replace; a named attribute replaces
+    its kind ("long sleeve" for "short sleeve") and lifts its exclusion; excluded attributes add up.
+    """
+
     article_type: str | None = None
     colours: list[str] = field(default_factory=list)
     exclude_colours: list[str] = field(default_factory=list)
