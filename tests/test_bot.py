@@ -346,3 +346,35 @@ def test_a_new_request_forgets_the_uploaded_photo():
     assert bot.reference is not None
     bot.respond("black jeans")
     assert bot.reference is None and bot.state.colours == ["Black"]
+
+
+# ---- gender the catalogue does not have ------------------------------------------------------------------
+
+class WithGaps(FakeService):
+    """A catalogue without men's dresses; its nearest men's items are kurtas, then waistcoats."""
+
+    def unavailable(self, article_type, gender):
+        if (article_type, gender) == ("Dresses", "Men"):
+            return {"count": 0, "nearest": ["Kurtas", "Waistcoat"]}
+        return None
+
+
+def test_an_item_the_catalogue_lacks_for_a_gender_is_said_and_the_nearest_offered():
+    bot = Bot(WithGaps(), Settings())
+    bot.respond("show me a red dress")
+    reply = bot.respond("same but for men")
+    assert reply.kind == "clarify" and not reply.images and "Changed" not in (reply.note or "")
+    assert reply.text == "The catalogue has no dresses for men: men\u2019s kurtas or waistcoat instead?"
+    assert len(bot.service.calls) == 1  # nothing drawn for the impossible request
+    reply = bot.respond("yes please")
+    assert reply.kind == "images" and reply.caption == "red kurtas, men"
+
+
+def test_an_item_named_after_the_offer_answers_it_and_the_offer_is_taken_once():
+    bot = Bot(WithGaps(), Settings())
+    assert bot.respond("red dresses for men").kind == "clarify"
+    assert bot.respond("waistcoats then").caption == "red waistcoat, men"
+    assert bot.respond("dresses for men").kind == "clarify"
+    assert bot.respond("blue jeans").caption == "blue jeans, men"  # still for men: it answers the offer
+    reply = bot.respond("yes")  # no offer is open any more
+    assert reply.kind == "text" and bot.state.article_type == "Jeans"

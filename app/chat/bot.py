@@ -2,15 +2,19 @@
 
 No tkinter here (the Thonny split): `Bot.respond(text)` returns a plain `Reply` that the GUI renders,
 the tests inspect and the history stores. The bot keeps the state of the current request
-(`RequestState`: item, colours, excluded colours, gender, usage, attributes, last seeds):
+(`RequestState`: item, colours, excluded colours, gender, usage, attributes, excluded attributes, last
+seeds; what a message carries over of it is the table at `RequestState`):
 
-- greeting / help / other -> a friendly answer with example requests;
+- greeting / help / other -> a short answer with an example request;
 - shop with an item -> a new request: "Looking for: <chips>" and the images;
 - refine -> changes only what the message names ("make it red" keeps the item and changes the colour;
   "same but for women" changes the gender; "show me more" draws new seeds of the same request);
 - no item known yet -> a short clarifying question; the next message that names an item completes it;
+- an item the catalogue has nothing of for the gender asked ("dresses for men") -> says so in one
+  sentence and offers the nearest item it has for that gender; "yes" takes the offer; nothing is drawn;
 - excluded colours ("not black") never reach the caption, and images or products that look like an
-  excluded colour are left out (new seeds are drawn in their place).
+  excluded colour are left out (new seeds are drawn in their place); excluded attributes ("nothing too
+  shiny") never reach the caption either, and products whose titles name them rank after the others.
 
 The service is `app.chat.service.ModelService` (or any object with `detect` and `generate`); the optional
 catalogue methods (`similar_products`, `describe_image`, `variants`) are used when present.
@@ -52,6 +56,10 @@ CLARIFY_ITEMS = "a dress, a shirt, jeans, sneakers or a handbag"
 # ("a green saree but nothing too shiny"); "also", "too", "as well" add an item, they do not change this one.
 _CARRY_OVER = re.compile(r"^\W*but\b|\b(same|instead|what about|how about|make (it|them)|change (it|them|that|to)"
                          r"|switch (it |them )?to|rather)\b", re.I)
+_YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|ok|okay|please|go ahead|why not|sounds good|alright|all right)\b",
+                  re.I)
+POSSESSIVE = {"Men": "men\u2019s", "Women": "women\u2019s", "Boys": "boys\u2019", "Girls": "girls\u2019",
+              "Unisex": "unisex"}
 _THANKS = re.compile(r"\b(thanks|thank you|thank u|thx|ty|cheers|appreciate)\b", re.I)
 
 # Catalogue colour label -> family, for "does this image/product show an excluded colour?".
@@ -316,6 +324,7 @@ class Bot:
         self.catalogue_error: str | None = None
         self.generation_error: str | None = None  # set when the generator could not be loaded
         self._variation_counter = 0
+        self.offer: str | None = None  # the item type offered in place of one the catalogue lacks for the gender
         self._shown: list = []  # images shown for the current text request ("show me more" avoids them)
 
     # -- public entry points (worker thread)
@@ -331,6 +340,13 @@ class Bot:
             return Reply("Type what you are looking for, e.g. " + _quote(EXAMPLES[0]) + ".")
         detection = self.service.detect(text)
         check()
+        offer, self.offer = self.offer, None
+        if offer and _YES.search(text) and not detection.article_types:  # "yes" to "men's kurtas instead?"
+            self.state.article_type = offer
+            self.state.apply(detection)
+            return self._draw_reply(text, self._seeds(), None, check)
+        if offer and detection.article_types:  # "kurtas then": the answer to the offer keeps the request
+            return self._shop_item(text, detection, check, keep=True)
         intent = detection.intent
         has_filters = bool(detection.colours or detection.exclude_colours or detection.gender or detection.usage
                            or detection.attributes or getattr(detection, "exclude_attributes", None))
@@ -417,9 +433,9 @@ class Bot:
                      "(the Attach button or the Upload tab) to get variants of it and similar products. "
                      "Under each image: Save, More like this and Similar products.")
 
-    def _shop_item(self, text: str, detection, check) -> Reply:
-        keep = (self.state.article_type and _CARRY_OVER.search(text)) or (not self.state.article_type
-                                                                          and not self.state.empty)
+    def _shop_item(self, text: str, detection, check, keep: bool = False) -> Reply:
+        keep = keep or (self.state.article_type and _CARRY_OVER.search(text)) or (not self.state.article_type
+                                                                                  and not self.state.empty)
         if keep:  # "same but in shirts", or the answer to "what kind of item?"
             self.state.article_type = detection.article_types[0]
             changes = [f"item to {self.state.article_type.lower()}"] + self.state.apply(detection)
@@ -458,6 +474,9 @@ class Bot:
         chips = self.state.chips()
         headline = "Looking for:"
         plain = f"{headline} " + " · ".join(c.label for c in chips)
+        missing = self._missing_for_gender()
+        if missing is not None:
+            return missing
         if self.generation_error:
             return Reply(f"{plain}. I can't draw images right now: {self.generation_error}", "error",
                          headline=headline, chips=chips, note=f"I can't draw images right now: "
@@ -583,6 +602,28 @@ class Bot:
             return [], f"(Similar products are unavailable: {exc}.)"
         kept = [p for p in found if colour_family(p.get("baseColour")) not in excluded]
         return without_attributes(kept, self.state.exclude_attributes, self.service.detect)[:SIMILAR_K], None
+
+    def _missing_for_gender(self) -> Reply | None:
+        """The reply when the catalogue has nothing of the item for the gender asked: one sentence and the
+        nearest items it has for that gender (`self.offer`, taken by "yes"); None when it has some."""
+        state, unavailable = self.state, getattr(self.service, "unavailable", None)
+        if not (callable(unavailable) and state.article_type and state.gender):
+            return None
+        try:
+            found = unavailable(state.article_type, state.gender)
+        except Exception:  # noqa: BLE001 - drawing anyway beats failing the turn
+            log.exception("the catalogue check for %s / %s failed", state.article_type, state.gender)
+            return None
+        if not found:
+            return None
+        nearest = [t.lower() for t in found.get("nearest") or []][:2]
+        text = f"The catalogue has no {state.article_type.lower()} for {state.gender.lower()}"
+        if nearest:
+            self.offer = found["nearest"][0]
+            text += f": {POSSESSIVE.get(state.gender, state.gender.lower())} {' or '.join(nearest)} instead?"
+        else:
+            text += ". Try another item or drop the gender."
+        return Reply(text, "clarify", request=state.to_dict())
 
 
 # ----------------------------------------------------------------------------------------------- uploads
