@@ -378,3 +378,17 @@ def test_an_item_named_after_the_offer_answers_it_and_the_offer_is_taken_once():
     assert bot.respond("blue jeans").caption == "blue jeans, men"  # still for men: it answers the offer
     reply = bot.respond("yes")  # no offer is open any more
     assert reply.kind == "text" and bot.state.article_type == "Jeans"
+
+
+# ---- greetings -------------------------------------------------------------------------------------------
+
+def test_hi_is_brief_and_does_not_repeat_the_welcome(bot):
+    from app.chat.bot import EXAMPLES
+
+    first, second = bot.respond("hi"), bot.respond("hello")
+    for reply in (first, second):
+        assert len(reply.text) < 90 and "\u201c" in reply.text
+        assert not any(example in reply.text for example in EXAMPLES[:3])  # the welcome's examples
+    assert first.text != second.text
+    bot.respond("red dress")
+    assert "red dresses" in bot.respond("hi").text

@@ -60,6 +60,7 @@ _YES = re.compile(r"^\W*(yes|yeah|yep|yup|sure|ok|okay|please|go ahead|why not|s
                   re.I)
 POSSESSIVE = {"Men": "men\u2019s", "Women": "women\u2019s", "Boys": "boys\u2019", "Girls": "girls\u2019",
               "Unisex": "unisex"}
+GREETING_EXAMPLES = [EXAMPLES[3], "black sneakers for men", "a yellow kurta for a festival", "a denim jacket"]
 _THANKS = re.compile(r"\b(thanks|thank you|thank u|thx|ty|cheers|appreciate)\b", re.I)
 
 # Catalogue colour label -> family, for "does this image/product show an excluded colour?".
@@ -325,6 +326,7 @@ class Bot:
         self.generation_error: str | None = None  # set when the generator could not be loaded
         self._variation_counter = 0
         self.offer: str | None = None  # the item type offered in place of one the catalogue lacks for the gender
+        self._greetings = 0
         self._shown: list = []  # images shown for the current text request ("show me more" avoids them)
 
     # -- public entry points (worker thread)
@@ -422,9 +424,14 @@ class Bot:
     # -- conversation steps
 
     def _greeting(self) -> Reply:
-        return Reply("Hi! I'm your shopping assistant. Tell me what you're looking for and I'll draw a few "
-                     "ideas and find similar products. For example: "
-                     + ", ".join(_quote(e) for e in EXAMPLES[:3]) + ".")
+        """Short, and not the welcome the window already shows: an example it does not list, another each time,
+        or the request under way."""
+        example = _quote(GREETING_EXAMPLES[self._greetings % len(GREETING_EXAMPLES)])
+        self._greetings += 1
+        if self.state.article_type:
+            return Reply(f"Hello again! Still after {self.state.caption()}? Say {_quote('show me more')} "
+                         f"or try {example}.")
+        return Reply(f"Hello! What are you shopping for? Try {example}.")
 
     def _help(self) -> Reply:
         return Reply("Describe an item with any colour, style, occasion or who it's for, e.g. "
