@@ -1,0 +1,189 @@
+"""The editing generator: training learns on the fixture pack, resume is exact, and the shipped editor's
+variants belong to the photo they were drawn from (CLI, service, queries file, refusals)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.commands.cli import main
+from models.editing import MIN_FOREGROUND, EditConfig, EditGenerator, NotEditable, check_editable, strength_condition
+from models.metrics.structure import structural_similarity
+from models.training.edit import EditTrainConfig, EditTrainer
+from tests.conftest import ROOT
+
+
+def _config(tmp_path, **kw) -> EditTrainConfig:
+    base = dict(data=str(ROOT / "tests/fixtures/pack/mini.npz"), holdout=False, width=8, d_width=8, batch=12,
+                steps=4, threads=1, out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+                sample_every=1000, checkpoint_every=2, log_every=1)
+    return EditTrainConfig(**{**base, **kw})
+
+
+def _judge(trainer: EditTrainer, photos, wanted, labels) -> tuple[float, float]:
+    """Reconstruction L1 and the frozen judge's colour loss on edits, from the live generator."""
+    with torch.no_grad():
+        own = trainer.bank.sample(list(range(len(photos))), torch.Generator().manual_seed(0))
+        rec = trainer.G(photos, own, own)
+        edit = trainer.G(photos, wanted, own, torch.zeros(len(photos), trainer.edit_cfg.z_dim))
+        return (rec - photos).abs().mean().item(), trainer.judge.colour_loss(edit, labels).item()
+
+
+def test_short_training_lowers_reconstruction_and_moves_the_asked_colour(tmp_path):
+    torch.manual_seed(0)
+    trainer = EditTrainer(_config(tmp_path, steps=60, lr_g=2e-3, checkpoint_every=1000))
+    photos, _, wanted, _, target_labels = trainer.batch()
+    rec_before, colour_before = _judge(trainer, photos, wanted, target_labels[:, 1])
+    trainer.train()
+    rec_after, colour_after = _judge(trainer, photos, wanted, target_labels[:, 1])
+    assert rec_after < 0.5 * rec_before, (rec_before, rec_after)
+    assert colour_after < colour_before - 0.5, (colour_before, colour_after)  # the asked colour is likelier
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss_d,loss_g,rec_l1") and len(rows) == 61
+    assert (tmp_path / "run" / "samples" / "step000060.png").is_file()
+
+
+def test_resume_is_exact(tmp_path):
+    straight = EditTrainer(_config(tmp_path / "a", steps=4))
+    straight.train()
+    first = EditTrainer(_config(tmp_path / "b", steps=2))
+    first.train()
+    resumed = EditTrainer(_config(tmp_path / "b", steps=4))
+    assert resumed.resume() and resumed.step == 2
+    resumed.train()
+    for name in ("G", "D", "G_ema"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_strength_zero_is_the_photos_own_caption_without_noise():
+    own, wanted = torch.nn.functional.normalize(torch.randn(2, 384), dim=1)
+    z = torch.randn(1, 16)
+    text, z0 = strength_condition(own[None], wanted[None], z, 0.0)
+    assert torch.allclose(text, own[None]) and not z0.any()
+    text, z1 = strength_condition(own[None], wanted[None], z, 1.0)
+    assert torch.allclose(text, wanted[None]) and torch.equal(z1, z)
+
+
+def test_skip_connections_carry_the_photo_to_the_output():
+    """Two photos through one untrained generator with one caption: different photos, different outputs."""
+    torch.manual_seed(0)
+    net = EditGenerator(EditConfig(width=8)).eval()
+    photos = torch.rand(2, 3, 64, 64) * 2 - 1
+    text = torch.nn.functional.normalize(torch.randn(1, 384), dim=1).expand(2, -1)
+    out = net(photos, text, text)
+    assert out.shape == (2, 3, 64, 64) and (out[0] - out[1]).abs().mean() > 0.1
+
+
+def test_nothing_but_background_is_not_editable(pack_path):
+    from models.data import load_table
+
+    white = np.full((64, 64, 3), 255, np.uint8)
+    with pytest.raises(NotEditable, match="no item to edit"):
+        check_editable(white)
+    speck = white.copy()
+    speck[:5, :5] = 0  # 0.6% of the photo
+    with pytest.raises(NotEditable, match="no item to edit"):
+        check_editable(speck)
+    with pytest.raises(NotEditable, match="one flat colour"):
+        check_editable(np.full((64, 64, 3), 40, np.uint8))
+    for photo in load_table(pack_path).images:  # every real product photo is editable
+        check_editable(photo)
+    assert MIN_FOREGROUND < 0.02
+
+
+# ---- the shipped editor through the app's paths ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def service():
+    from app.chat.service import ModelService
+
+    service = ModelService(device="cpu")
+    service.load()
+    assert service.editor is not None, service.editor_error
+    return service
+
+
+@pytest.fixture(scope="module")
+def two_photos(pack_path):
+    """Two fixture photos of one item type that look different (another product, another shape)."""
+    from models.data import load_table
+
+    table = load_table(pack_path)
+    tops = [i for i, r in enumerate(table.rows) if r["articleType"] == "Tshirts"]
+    return [Image.fromarray(table.images[i]) for i in tops[:2]]
+
+
+def test_variants_depend_on_the_photo(service, two_photos):
+    a, b = two_photos
+    va, _ = service.variants(a, "in red", seeds=[0, 1, 2, 3])
+    vb, _ = service.variants(b, "in red", seeds=[0, 1, 2, 3])
+    arr = lambda images: np.stack([np.asarray(im) for im in images])  # noqa: E731
+    pa, pb, xa, xb = np.asarray(a), np.asarray(b), arr(va.images), arr(vb.images)
+    assert np.abs(xa.astype(int) - xb.astype(int)).mean() > 5  # same text, different photos: different images
+    own_a = structural_similarity(xa, np.repeat(pa[None], 4, 0))
+    other_a = structural_similarity(xa, np.repeat(pb[None], 4, 0))
+    own_b = structural_similarity(xb, np.repeat(pb[None], 4, 0))
+    other_b = structural_similarity(xb, np.repeat(pa[None], 4, 0))
+    assert (own_a > other_a).all() and (own_b > other_b).all()
+
+
+def test_strength_zero_gives_the_photo_back(service, two_photos):
+    photo = two_photos[0]
+    generated, _ = service.variants(photo, "in red", seeds=[3], strength=0.0)
+    diff = np.abs(np.asarray(generated.images[0]).astype(int) - np.asarray(photo).astype(int)).mean()
+    assert diff < 15, diff  # the reconstruction: a text-to-image generator differs by 40 and more
+    full, _ = service.variants(photo, "in red", seeds=[3], strength=1.0)
+    assert np.abs(np.asarray(full.images[0]).astype(int) - np.asarray(photo).astype(int)).mean() > diff
+
+
+def test_more_like_this_on_a_variant_stays_nearest_the_clicked_one(service, two_photos):
+    photo = two_photos[0]
+    seeds = [10, 11, 12, 13]
+    shown, described = service.variants(photo, "in blue", seeds=seeds)
+    near = service.variant_variations(photo, shown.caption, 10, [100, 101, 102])
+    shown_px = np.stack([np.asarray(im) for im in shown.images]).astype(float)
+    for im in near:
+        d = np.abs(shown_px - np.asarray(im).astype(float)).mean(axis=(1, 2, 3))
+        assert d.argmin() == 0, d  # nearer the clicked variant (seed 10) than its neighbours
+
+
+def test_variants_cli_single_and_queries_file(capsys, two_photos, tmp_path):
+    paths = []
+    for i, photo in enumerate(two_photos):
+        paths.append(tmp_path / f"p{i}.png")
+        photo.save(paths[-1])
+    out = tmp_path / "one"
+    code = main(["variants", str(paths[0]), "--text", "in green", "--n", "2", "--seed", "4", "--strength", "0.7",
+                 "--out", str(out), "--k", "2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads((out / "results.json").read_text())[0]
+    assert result["strength"] == 0.7 and "green" in result["caption"]
+    assert [f["file"] for f in result["images"]] == ["variant_seed4.png", "variant_seed5.png"]
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"image": "p0.png", "text": "in red"}) + "\n"
+                       + json.dumps({"image": str(paths[1]), "text": "make it black"}) + "\n")
+    out = tmp_path / "many"
+    assert main(["variants", "--queries", str(queries), "--n", "1", "--seed", "2", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == [str(paths[0]), str(paths[1])]
+    results = json.loads((out / "results.json").read_text())
+    assert "red" in results[0]["caption"] and "black" in results[1]["caption"]
+    assert (out / "q000_variant_seed2.png").is_file() and (out / "q001_variant_seed2.png").is_file()
+
+
+def test_variants_cli_refuses_what_it_cannot_edit(capsys, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 300), "white").save(blank)
+    assert main(["variants", str(blank), "--text", "in red", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no item to edit" in err and err.count("\n") == 1
+    assert main(["variants", str(blank), "--strength", "1.5"]) == 2
+    assert "--strength must be between 0 and 1" in capsys.readouterr().err
+    assert main(["variants", "--out", str(tmp_path)]) == 2
+    assert "nothing to edit" in capsys.readouterr().err
