@@ -896,3 +896,30 @@ def test_window_shows_before_any_heavy_import(display, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_upload_tab_strength_slider_reaches_the_editing_generator(make_app):
+    """Strength 0 gives the photo itself back (only an editor of that photo can), 1 the full change; the
+    photo is shown beside its variants."""
+    import numpy as np
+
+    from models.data import square_on_white
+
+    app = make_app()
+    wait_ready(app)
+    fixture = sorted(FIXTURE_IMAGES.glob("*.jpg"))[2]
+    app.open_upload_path(str(fixture))
+    pump(app.root, lambda: app.upload.image is not None, 60, "the preview")
+    photo = np.asarray(square_on_white(app.upload.image)).astype(int)
+    app.upload.change.insert(0, "in yellow")
+    differences = {}
+    for strength in (0.0, 1.0):
+        app.upload.strength.set(strength)
+        app.upload.clear_results()
+        app.upload.generate_button.invoke()
+        pump(app.root, lambda: app.upload.cards, 120, f"variants at strength {strength}")
+        differences[strength] = np.mean([np.abs(np.asarray(card.item.image).astype(int) - photo).mean()
+                                         for card in app.upload.cards])
+        assert "Your photo" in [w.cget("text") for w in descendants(app.upload.results) if "Label" in w.winfo_class()]
+    assert differences[0.0] < min(15, differences[1.0] / 2), differences  # a redrawn item differs by 40+
+    assert "0.00" in app.upload.strength_label.cget("text") or "1.00" in app.upload.strength_label.cget("text")
