@@ -187,3 +187,11 @@ def test_variants_cli_refuses_what_it_cannot_edit(capsys, tmp_path):
     assert "--strength must be between 0 and 1" in capsys.readouterr().err
     assert main(["variants", "--out", str(tmp_path)]) == 2
     assert "nothing to edit" in capsys.readouterr().err
+
+
+def test_the_shoppers_words_override_the_description(service, two_photos):
+    """"this dress in blue" edits a dress, whatever the photo was read as."""
+    generated, described = service.variants(two_photos[0], "this dress in blue", seeds=[0])
+    assert described["articleType"] == "Dresses" and described["baseColour"] == "Blue"
+    assert described["original"]["articleType"] != "Dresses" and "articleType" in described["changed"]
+    assert generated.caption.startswith("blue dresses")
