@@ -41,7 +41,7 @@ from models.training.runs import append_metrics
 log = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["step", "loss_d", "loss_g", "rec_l1", "cycle_l1", "structure", "judge_colour", "diversity",
-                 "mask_mean",
+                 "mask_mean", "background_l1",
                  "d_acc_real", "d_acc_fake", "aux_colour_acc_real", "aux_colour_acc_edit",
                  "aux_type_acc_edit", "img_per_s", "elapsed_s"]
 SAMPLE_COLOURS = ["Blue", "Red", "Black", "Green"]  # the grid's target colours, two seeds for the first two
@@ -73,6 +73,7 @@ class EditTrainConfig:
     diversity_weight: float = 1.0  # two seeds of one edit must differ (bounded: see diversity_ceiling)
     diversity_ceiling: float = 0.06  # mean |pixel difference| per unit of noise distance worth rewarding
     mask_weight: float = 0.0  # > 0 keeps the mask to what the edit must change
+    background_weight: float = 10.0  # L1 of the edit to the photo where the photo is white background
     augment: str = "translation,cutout"  # DiffAugment for D; no colour jitter (colour is the condition)
     ema_decay: float = 0.999
     feature_encoder: str = str(WEIGHTS_DIR / "embedding.pt")  # frozen search encoder (FrozenJudge)
@@ -87,6 +88,15 @@ class EditTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+BACKGROUND_LEVEL = 0.84  # [-1, 1] scale: every channel above it (235 of 255) counts as white background
+
+
+def background_l1(edit: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Mean |edit - photo| over the photo's white background: a recolour leaves it white."""
+    background = (photo.min(dim=1, keepdim=True).values > BACKGROUND_LEVEL).float()
+    return ((edit - photo).abs() * background).sum() / (3 * background.sum()).clamp(min=1)
 
 
 class FrozenJudge(torch.nn.Module):
@@ -230,7 +240,9 @@ class EditTrainer:
         judged = self.judge.colour_loss(edit, target_labels[:, 1])
         diversity = bounded_diversity_loss(edit[:half], second, z[:half], z[n:], cfg.diversity_ceiling)
         mask_mean = mask[:n].mean()
+        background = background_l1(edit, photo)
         loss = (adv + cfg.aux_weight * aux + cfg.rec_weight * rec_l1 + cfg.cycle_weight * cycle_l1
+                + cfg.background_weight * background
                 + cfg.structure_weight * structure + cfg.judge_weight * judged
                 + cfg.diversity_weight * diversity + cfg.mask_weight * mask_mean)
         self.opt_g.zero_grad(set_to_none=True)
@@ -239,7 +251,7 @@ class EditTrainer:
         self.update_ema()
         return {**stats, "loss_g": loss.item(), "rec_l1": rec_l1.item(), "cycle_l1": cycle_l1.item(),
                 "structure": structure.item(), "judge_colour": judged.item(), "diversity": -diversity.item(),
-                "mask_mean": mask_mean.item(),
+                "mask_mean": mask_mean.item(), "background_l1": background.item(),
                 "aux_colour_acc_edit": accuracy(colour_logits, target_labels[:, 1]),
                 "aux_type_acc_edit": accuracy(type_logits, target_labels[:, 0])}
 
