@@ -105,3 +105,11 @@ def test_more_like_this_stays_nearest_the_clicked_card(bot):
             hits += int((d.argmin(axis=1) == k).sum())
             total += len(d)
     assert hits / total >= 0.8, f"{hits}/{total}"
+
+
+def test_a_change_keeps_the_same_designs(bot):
+    """"make it blue" redraws the seeds already shown (changed), it does not pick new ones."""
+    bot.reset()
+    first = bot.respond("a red dress for a party")
+    blue = bot.respond("make it blue")
+    assert [im.seed for im in blue.images] == [im.seed for im in first.images] and "blue" in blue.caption

@@ -467,7 +467,10 @@ class Bot:
             return Reply(f"What kind of item should it be? For example {CLARIFY_ITEMS}.", "clarify", headline="So far:",
                          chips=self.state.chips(), request=self.state.to_dict())
         if changes:  # same seeds: the same designs, changed as asked
-            seeds = self.state.seeds if len(self.state.seeds) == self._n() else self._seeds()
+            if len(self.state.seeds) == self._n():
+                return self._draw_reply(text, self.state.seeds, "Changed " + ", ".join(changes) + ".", check,
+                                        same_seeds=True)
+            seeds = self._seeds()
             note = "Changed " + ", ".join(changes) + "."
         else:  # "show me more", "another one", "different ones": never one already shown
             last = max(self.state.seeds) if self.state.seeds else None
@@ -476,7 +479,8 @@ class Bot:
             return self._draw_reply(text, seeds, note, check, avoid=self._shown)
         return self._draw_reply(text, seeds, note, check)
 
-    def _draw_reply(self, text: str, seeds: list[int], note: str | None, check, avoid: list = ()) -> Reply:
+    def _draw_reply(self, text: str, seeds: list[int], note: str | None, check, avoid: list = (),
+                    same_seeds: bool = False) -> Reply:
         caption = self.state.caption()
         chips = self.state.chips()
         headline = "Looking for:"
@@ -492,7 +496,7 @@ class Bot:
         if self.reference is not None and hasattr(self.service, "variants"):
             images, dropped = self._draw_variants(self.reference, caption, seeds, excluded, text, check)
         else:
-            images, dropped = self._draw(caption, seeds, excluded, text, check, list(avoid))
+            images, dropped = self._draw(caption, seeds, excluded, text, check, list(avoid), same_seeds)
             self._shown = list(avoid) + [im.image for im in images]
         self.state.seeds = [im.seed for im in images] or seeds
         similar, similar_note = self._similar(caption, [im.image for im in images], excluded)
@@ -524,11 +528,13 @@ class Bot:
         pool = list(range(seeds[0], seeds[0] + CANDIDATES * len(seeds)))
         return distinct(caption, pool, len(seeds), avoid)
 
-    def _draw(self, caption, seeds, excluded, prompt, check, avoid: list = ()) -> tuple[list[ShownImage], int]:
+    def _draw(self, caption, seeds, excluded, prompt, check, avoid: list = (),
+              same_seeds: bool = False) -> tuple[list[ShownImage], int]:
         """The images for `seeds` (picked among more seeds' draws to differ from each other and from `avoid`,
-        where the service can); those showing an excluded colour are replaced by later seeds."""
+        where the service can, unless `same_seeds`: the designs already shown, changed); those showing an
+        excluded colour are replaced by later seeds."""
         n = len(seeds)
-        generated = self._generate_distinct(caption, seeds, avoid)
+        generated = self._generate(caption, seeds) if same_seeds else self._generate_distinct(caption, seeds, avoid)
         images = [ShownImage(im, s, caption, prompt=prompt) for s, im in zip(generated.seeds, generated.images)]
         if not excluded:
             return images, 0
