@@ -421,6 +421,17 @@ class Bot:
         result.reply.request = self.state.to_dict()
         return result.reply
 
+    # Writes the words of a reply: an app.chat.llm.ReplyWriter (the window sets it), or None (the built-in text).
+    writer = None
+
+    def finish(self, text: str, reply: Reply, check: Callable[[], None] = lambda: None,
+               progress: Callable[[object], None] | None = None) -> Reply:
+        """Where a reply's text becomes final: the language model's words when a writer is set (streamed to
+        `progress`), the built-in ones otherwise. The chips, images and products stay the bot's either way."""
+        if self.writer is None:
+            return reply
+        return self.writer.write(text, reply, check, progress)
+
     # -- conversation steps
 
     def _greeting(self) -> Reply:

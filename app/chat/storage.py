@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,9 @@ class Settings:
     seed_mode: str = "random"     # random | fixed
     fixed_seed: int = 0           # first seed when seed_mode is fixed
     last_folder: str = ""         # where the last image was opened from; the open dialog starts there
+    llm_url: str = ""             # a language model writes the replies (app.chat.llm): its OpenAI-compatible
+    llm_model: str = ""           # base URL and model name; "" (the default): the built-in replies
+    llm_key: str = field(default="", repr=False)  # its API key, if it needs one (kept here, never logged)
 
     def validated(self) -> Settings:
         """A copy with every field in its valid range (bad values fall back to the defaults)."""
@@ -128,7 +131,9 @@ class Settings:
         device = self.device if self.device in ("auto", "cpu", "cuda") else default.device
         mode = self.seed_mode if self.seed_mode in ("random", "fixed") else default.seed_mode
         folder = self.last_folder if isinstance(self.last_folder, str) else default.last_folder
-        return Settings(n, device, mode, seed, folder)
+        url, model, key = (v.strip() if isinstance(v, str) else "" for v in (self.llm_url, self.llm_model,
+                                                                             self.llm_key))
+        return Settings(n, device, mode, seed, folder, url, model, key)
 
     @classmethod
     def from_dict(cls, data: dict) -> Settings:
