@@ -234,3 +234,36 @@ def test_llama_cpp_server_streams_a_chat_completion(llama):
     assert len(pieces) > 3 and "".join(pieces).strip()
     assert stats.first_token_s < stats.last_piece_s and stats.tokens_per_s > 0
 
+
+# -------------------------------------------------------------------------------------------- command line
+
+
+def test_bench_measures_the_language_model_when_given_its_url():
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    with ScriptedServer("stream", pieces=["One", " two", " three", " four."], pause=0.02) as server:
+        done = subprocess.run([sys.executable, "main.py", "bench", "--json", "--llm-only", "--llm-url", server.url,
+                               "--llm-model", "scripted-a", "--llm-requests", "2"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["stages"]["llm_first_token_ms"]["value"] >= 0 and report["stages"]["llm_first_token_ms"]["ok"]
+    assert report["stages"]["llm_tokens_per_s"]["value"] > 0 and report["stages"]["llm_reply_s"]["value"] > 0
+    assert report["details"]["llm"]["models"] == ["scripted-a", "scripted-b"]
+    assert len(report["details"]["llm"]["first_token_ms"]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--llm-url", "ftp://example.org", "gui"], "--llm-url: not an http(s) URL"),
+    (["bench", "--llm-only"], "--llm-only needs --llm-url"),
+])
+def test_bad_language_model_options_are_one_line(argv, message, monkeypatch, capsys):
+    from app.commands.cli import main
+
+    monkeypatch.delenv(llm.ENV_URL, raising=False)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -53,7 +53,30 @@ def cmd_gui(args: argparse.Namespace) -> None:
         from app.gui.window import run_app
     except ImportError as exc:  # the GUI lands with its own issue
         raise CliError(f"the desktop window is not available in this build ({exc})") from exc
+    llm_config(args)  # a bad --llm-url (or FASHIONGAN_LLM_URL) is said here, before the window opens
     run_app(args)
+
+
+def add_llm_options(parser: argparse.ArgumentParser, default=None) -> None:
+    """--llm-url and --llm-model (app.chat.llm): on the main parser for the window, on `bench` for its stage.
+    `default=argparse.SUPPRESS` on a subcommand keeps what the main parser was given."""
+    parser.add_argument("--llm-url", metavar="URL", default=default,
+                        help="a language model writes the replies: the base URL of its OpenAI-compatible API, "
+                             "e.g. http://localhost:11434/v1 (default: $FASHIONGAN_LLM_URL, else Settings > "
+                             "Preferences; none: the built-in replies)")
+    parser.add_argument("--llm-model", metavar="NAME", default=default,
+                        help="the model the server should use (default: $FASHIONGAN_LLM_MODEL, else the settings)")
+
+
+def llm_config(args: argparse.Namespace, settings=None):
+    """The language model these options (else FASHIONGAN_LLM_URL, else `settings`) name, or None; a bad URL
+    is a CliError."""
+    from app.chat.llm import config_from
+
+    try:
+        return config_from(settings, getattr(args, "llm_url", None), getattr(args, "llm_model", None))
+    except ValueError as exc:
+        raise CliError(f"--llm-url: {exc}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--catalog", help="catalogue index to search (default: the bundled one)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR")
+    add_llm_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("gui", help="open the desktop app (the default)")

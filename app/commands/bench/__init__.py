@@ -7,6 +7,9 @@ shows as a ratio: a chat turn against detector + text encoder forward + generato
 window against a bare Tk window. The caption-embedding cache is cleared before every timed request,
 so repeated captions cannot flatter the numbers (the hits it still counts happen inside one turn).
 
+With `--llm-url URL [--llm-model M]` (or FASHIONGAN_LLM_URL) the language model that can write the replies is
+timed too: time to first token, tokens/s and a turn's words (`llm.py`; `--llm-only` for just those).
+
 The window is measured under a private Xvfb display (or $DISPLAY) with xdotool: `main.py` is started
 with a temporary FASHIONGAN_HOME, a request is typed as soon as the window shows, and its log and
 history file say when the models were ready and the answer arrived. Without Xvfb/xdotool that part is
@@ -20,6 +23,7 @@ import json
 from pathlib import Path
 
 from app.commands.bench.gui import measure_gui
+from app.commands.bench.llm import LLM_REQUESTS, measure_llm
 from app.commands.bench.report import (
     TARGET_MEMORY_MB,
     Report,
@@ -40,6 +44,8 @@ from app.commands.bench.stages import (
     measure_training,
     measure_variants,
 )
+from app.commands.cli import add_llm_options, llm_config
+from app.commands.errors import CliError
 
 DEFAULT_TURNS = 50           # chat turns timed; the README table uses at least 50
 DEFAULT_REPS = 20            # timed repetitions of each model call (after one warm-up)
@@ -55,6 +61,13 @@ def run(args: argparse.Namespace) -> Report:
     report = Report(machine_info(args.device), {"turns": args.turns, "reps": args.reps, "skip_gui": args.skip_gui,
                                                  "skip_train": args.skip_train, "threads": args.threads or "app's"})
     machine = report.machine
+    llm = llm_config(args)
+    if args.llm_only:
+        if llm is None:
+            raise CliError("--llm-only needs --llm-url (or FASHIONGAN_LLM_URL)")
+        measure_llm(report, llm, args.llm_requests)
+        machine["loadavg_end"] = load_average()
+        return report
     if machine["loadavg_start"] and machine["loadavg_start"][0] > 0.5 * (machine["usable_cores"] or 1):
         report.notes.append(f"the machine was busy (load average {machine['loadavg_start'][0]} on "
                             f"{machine['usable_cores']} cores): every number is slower than on an idle machine")
@@ -70,6 +83,11 @@ def run(args: argparse.Namespace) -> Report:
     measure_retrieval(report, service, args.reps)
     measure_variants(report, service, args.reps)
     measure_chat(report, service, args.turns, min(20, args.turns) if args.threads != 1 else 0)
+    if llm is not None:
+        measure_llm(report, llm, args.llm_requests)
+    else:
+        report.notes.append("language model not measured (no --llm-url): the chat turns above are the built-in "
+                            "replies, as the app gives them by default")
     peak = peak_rss_mb()
     report.add(Stage("service_memory_mb", "Peak resident memory, models + chat (bench process)", round(peak), "MB",
                      target=f"< {TARGET_MEMORY_MB:g} MB", ok=peak < TARGET_MEMORY_MB,
@@ -83,8 +101,6 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from app.commands.errors import CliError
-
     if args.turns < 1 or args.reps < 1 or args.train_steps < 1:
         raise CliError("--turns, --reps and --train-steps must be at least 1")
     report = run(args)
@@ -112,4 +128,8 @@ def register(sub) -> None:
     p.add_argument("--train-steps", type=int, default=TRAIN_STEPS, help=f"timed training steps (default {TRAIN_STEPS})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device for the models")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: as the app decides: 1 on <= 2 cores)")
+    add_llm_options(p, default=argparse.SUPPRESS)
+    p.add_argument("--llm-requests", type=int, default=LLM_REQUESTS,
+                   help=f"streamed requests timed when a language model is given (default {LLM_REQUESTS})")
+    p.add_argument("--llm-only", action="store_true", help="measure only the language model (no app models)")
     p.set_defaults(func=cmd_bench)

@@ -221,8 +221,9 @@ class BenchSettings:
 
 def run_turns(service, prompts: list[str], clear_cache: bool = True,
               after: Callable[[str, object], None] | None = None) -> tuple[list[float], list[str], list]:
-    """Each prompt as the window sends it: a Worker job calling Bot.respond (every prompt names a new item,
-    so each is a new request). Returns seconds from submit to the result event, captions and replies.
+    """Each prompt as the window sends it: a Worker job calling Bot.respond, then Bot.finish (no writer here: the
+    built-in text, as the app answers by default). Every prompt names a new item, so each is a new request.
+    Returns seconds from submit to the result event, captions and replies.
     `after(prompt, reply)` runs after each turn, untimed (the floor is measured there, next to its turn)."""
     from app.chat.bot import Bot
     from app.chat.worker import CANCELLED, ERROR, RESULT, Worker
@@ -237,7 +238,8 @@ def run_turns(service, prompts: list[str], clear_cache: bool = True,
             if clear_cache:
                 _clear_caption_cache(service.encoder)
             start = time.perf_counter()
-            request_id = worker.submit(lambda job, b=bot, p=prompt: b.respond(p, job.check), group="chat")
+            request_id = worker.submit(lambda job, b=bot, p=prompt: b.finish(p, b.respond(p, job.check), job.check,
+                                                                              job.progress), group="chat")
             while True:
                 event = worker.events.get(timeout=600)
                 if event.request_id == request_id and event.kind in (RESULT, ERROR, CANCELLED):
