@@ -92,6 +92,7 @@ class Bubble(tk.Frame):
         self.done = role == "user"
         self.redraw_id: int | None = None  # the request drawing this bubble's set again, if any
         self.redraw_started = False
+        self.words: tk.Label | None = None  # where a language model's words come in while it writes
 
     # -- content
 
@@ -102,6 +103,7 @@ class Bubble(tk.Frame):
         self.cards.clear()
         self.strip = None
         self.grid_frame = None
+        self.words = None
         self.configure(bg=BOT_BG)
         self.bg = BOT_BG
 
@@ -132,6 +134,8 @@ class Bubble(tk.Frame):
             self.bg = ERROR_BG
         if reply.chips:
             self.add_chips(reply.headline, reply.chips)
+            if reply.kind == "images" and (getattr(reply, "written", False) or (record or {}).get("written")):
+                self.add_text(reply.text)  # a language model's words (app.chat.llm)
             if reply.kind == "clarify" or reply.kind == "error":
                 self.add_text(reply.text if reply.kind == "clarify" else (reply.note or reply.text),
                               fg=ERROR_FG if reply.kind == "error" else None)
@@ -143,6 +147,8 @@ class Bubble(tk.Frame):
                 self.add_text(reply.note, muted=True)
         else:
             self.add_text(reply.text, fg=ERROR_FG if reply.kind == "error" else None)
+            if reply.note:
+                self.add_text(reply.note, muted=True)
         if reply.images:
             grid = self.grid_frame = tk.Frame(self, bg=self.bg)
             grid.pack(anchor="w", pady=(6, 0))
@@ -158,6 +164,26 @@ class Bubble(tk.Frame):
                 self.view._track_live(self)
         self.record = record if record is not None else reply.record()
         self.done = True
+        self.view._bubble_changed(self)
+
+    def stream(self, part) -> None:
+        """A reply a language model is writing (app.chat.llm, progress events): first the bot's own reply, whose
+        chips, images and products show at once, with the words to come under the chips; then all the words so
+        far, each time. show_reply draws the final reply."""
+        from app.chat.llm import Words
+
+        if not isinstance(part, Words):
+            if part.chips or part.images or part.similar:
+                self.show_reply(part)
+                self.words = self.add_text("\u2026")
+                if part.chips:
+                    self.words.pack_configure(after=self.winfo_children()[0])  # under the chips row
+                self.done = False
+            return
+        if self.words is None:  # a reply of words only: they are the bubble
+            self.clear()
+            self.words = self.add_text("")
+        self.words.configure(text=part.text)
         self.view._bubble_changed(self)
 
     def show_error(self, message: str) -> None:
@@ -200,6 +226,8 @@ class Bubble(tk.Frame):
         chips = record.get("chips") or []
         if chips:
             self.add_chips(record.get("headline"), chips)
+            if record.get("written") and record.get("kind") == "images":
+                self.add_text(record.get("text", ""))  # a language model's words
             if record.get("kind") in ("clarify", "error"):
                 self.add_text(record.get("text", ""))
             elif record.get("note"):
@@ -210,6 +238,8 @@ class Bubble(tk.Frame):
                 self.add_text(record["note"], muted=True)
         else:
             self.add_text(record.get("text", ""))
+            if record.get("note"):
+                self.add_text(record["note"], muted=True)
         self.record = record
 
     def fold(self) -> None:

@@ -92,7 +92,8 @@ class StatusBar(ttk.Frame):
 
 class App:
     def __init__(self, root: tk.Tk, *, storage: Storage | None = None, service_factory=None, dialogs=None,
-                 catalog: str | None = None, autoload: bool = True):
+                 catalog: str | None = None, autoload: bool = True, llm_url: str | None = None,
+                 llm_model: str | None = None):
         self.root = root
         self.storage = storage or Storage()
         self.settings: Settings = self.storage.load_settings()
@@ -111,6 +112,9 @@ class App:
         self._load_message = ""
         self._closed = False
         self.worker = Worker().start()
+        self.llm_args = (llm_url, llm_model)  # --llm-url / --llm-model: before FASHIONGAN_LLM_URL and the settings
+        self.writer = None                    # app.chat.llm.ReplyWriter: a language model writes the replies
+        self._set_writer()
 
         root.title(APP_TITLE)
         root.geometry("1180x780")
@@ -196,7 +200,8 @@ class App:
     def _show_settings_summary(self) -> None:
         s = self.settings
         seeds = "random seeds" if s.seed_mode == "random" else f"seeds from {s.fixed_seed}"
-        self.status.settings.configure(text=f"{s.images_per_request} images \u00b7 {seeds}")
+        replies = f" \u00b7 replies by {self.writer.config.model or self.writer.config.where}" if self.writer else ""
+        self.status.settings.configure(text=f"{s.images_per_request} images \u00b7 {seeds}{replies}")
 
     def _show_paths(self) -> None:
         self.dialogs.info("Where are my files?", f"History and saved images:\n{self.storage.root}\n\n"
@@ -271,6 +276,7 @@ class App:
             from app.chat.bot import Bot
 
             bot = Bot(service, self.settings, state=state)
+            bot.writer = self.writer
             bot.catalogue_ready = result.similar
             bot.catalogue_error = result.catalog_error
             bot.generation_error = error
@@ -339,7 +345,12 @@ class App:
             return None
         self.chat.add_user(text)
         self._record({"role": "user", "text": text, "time": time.time()})
-        return self._chat_job(lambda job: self._bot().respond(text, job.check))
+
+        def job(job: Job):
+            bot = self._bot()
+            return bot.finish(text, bot.respond(text, job.check), job.check, job.progress)
+
+        return self._chat_job(job)
 
     def _fingerprints(self) -> dict[str, str]:
         return dict(getattr(self.service, "fingerprints", None) or {})
@@ -353,6 +364,8 @@ class App:
         def on_event(event: Event) -> None:
             if event.kind == STARTED:
                 bubble.pending("Thinking \u2026")
+            elif event.kind == PROGRESS:  # a language model writing the reply: its images, then its words
+                bubble.stream(event.data)
             elif event.kind == RESULT:
                 reply = event.data
                 if decorate is not None:
@@ -498,6 +511,7 @@ class App:
                 kept = None
             remember_photo(image, kept)
             reply = self._bot().respond_image(image, text, name, job.check)
+            reply = self._bot().finish(text or f"(sent a photo: {name})", reply, job.check, job.progress)
             reply.upload, reply.kept_photo = image, kept
             return reply
 
@@ -637,6 +651,8 @@ class App:
         self.history = []
         self.bot_state = None
         self.storage.clear_history()
+        if self.writer is not None:
+            self.writer.forget()
         self._welcome()
         self.submit(lambda job: self.bot.reset() if self.bot is not None else None, lambda event: None,
                     group="chat")
@@ -655,9 +671,29 @@ class App:
             self.storage.save_settings(self.settings)
         except OSError as exc:
             self.dialogs.error("Could not save the settings", str(exc))
+        self._set_writer()
         self._show_settings_summary()
         if device_changed and self.model_state != "not loaded":
             self.load_models()
+
+    def _set_writer(self) -> None:
+        """Who writes the replies: a language model (--llm-url, else FASHIONGAN_LLM_URL, else the settings) or,
+        with none set, the built-in text. The bot reads it at its next turn; an unchanged model keeps its writer
+        (the turns it saw, the problem it last said)."""
+        from app.chat.llm import ReplyWriter, config_from
+
+        try:
+            config = config_from(self.settings, *self.llm_args)
+        except ValueError as exc:
+            log.warning("language model off: %s", exc)
+            config = None
+        if config is None:
+            self.writer = None
+        elif self.writer is None or self.writer.config != config:
+            self.writer = ReplyWriter(config)
+            log.info("replies written by the language model at %s (%s)", config.where, config.model or "its model")
+        if self.bot is not None:
+            self.bot.writer = self.writer
 
     # --------------------------------------------------------------------------------------- errors, exit
 
@@ -706,7 +742,8 @@ def run_app(args=None) -> None:
 
         raise CliError(f"cannot open the window ({exc}); the command line works without a display: "
                        f"see `main.py --help`") from exc
-    app = App(root, catalog=getattr(args, "catalog", None), autoload=False)
+    app = App(root, catalog=getattr(args, "catalog", None), autoload=False, llm_url=getattr(args, "llm_url", None),
+              llm_model=getattr(args, "llm_model", None))
     root.update()  # mapped and drawn before anything heavy starts
     app.chat.input.focus_force()
     log.info("window shown %.3f s after run_app; log file %s", time.perf_counter() - started, log_path)
