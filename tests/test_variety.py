@@ -113,3 +113,23 @@ def test_a_change_keeps_the_same_designs(bot):
     first = bot.respond("a red dress for a party")
     blue = bot.respond("make it blue")
     assert [im.seed for im in blue.images] == [im.seed for im in first.images] and "blue" in blue.caption
+
+
+def test_setting_report_on_the_fixture_pack(pack_path):
+    """Real photos of each cell given back as the 'generated' images: about as varied as the reference set, and
+    within their k-NN manifold; one photo repeated: no variety; copies of training photos: all memorised."""
+    from models.data import load_table
+    from models.metrics.classifier import ClassifierConfig, train_classifier
+    from models.metrics.variety import PromptSet, setting_report
+
+    table = load_table(pack_path)
+    clf, vocab, _ = train_classifier(table, ClassifierConfig(steps=30, width=8), "cpu")
+    train, held = table.subset(range(0, 240, 2)), table.subset(range(1, 240, 2))
+    prompts = PromptSet(held, train.images, vocab, clf, "cpu", per_prompt=2)
+    real_b = dict(zip(prompts.captions, prompts.real_b))
+    honest = setting_report(lambda caption, seeds: real_b[caption], prompts)
+    assert 0.5 < honest["variety_ratio"]["pixels"] < 2 and honest["knn"]["precision"] >= 0.25
+    copies = setting_report(lambda caption, seeds: np.repeat(real_b[caption][:1], len(seeds), axis=0), prompts)
+    assert copies["variety"]["pixels"] == 0 and copies["variety_ratio"]["features"] == 0
+    memorised = setting_report(lambda caption, seeds: train.images[: len(seeds)], prompts)
+    assert memorised["memorisation"]["generated_rate"] == 1.0

@@ -356,7 +356,7 @@ class Evaluation:
         opts, out = self.opts, {}
         seeds = [opts.seed + i for i in range(len(self.text_b))]
         with self.timed("as_app_s", "FID/KID of images drawn as the app draws them"):
-            for psi in sorted({1.0, TRUNCATION}, reverse=True):
+            for psi in sorted({1.0, 0.5, TRUNCATION}, reverse=True):
                 images = generate_as_app(self.loaded.G, self.text_b, seeds, self.device, psi, opts.batch)
                 feats = classify(self.clf, images, self.device, opts.batch)[2]
                 out[f"psi={psi}"] = _distances(feats, *self.real_features, opts.seed)
@@ -383,7 +383,10 @@ class Evaluation:
             return draw
 
         with self.timed("variety_s", "variety and realism per request"):
-            prompts = PromptSet(self.held, train.images, self.vocab, self.clf, device, self.opts.seed)
+            try:
+                prompts = PromptSet(self.held, train.images, self.vocab, self.clf, device, self.opts.seed)
+            except ValueError as exc:  # a small data set
+                return {"skipped": str(exc)}
             out = {"prompts": len(prompts.captions), "real_variety": prompts.real_variety,
                    "real_accuracy": prompts.real_accuracy}
             for name, psi, as_app in (("raw seeds, psi 1", 1.0, False), ("as the app draws, psi 1", 1.0, True),

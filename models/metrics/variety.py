@@ -57,19 +57,24 @@ def variety(images: list[np.ndarray], clf, device) -> dict:
 class PromptSet:
     """The prompt cells of a held-out table with their real sets A and B, features computed once."""
 
-    def __init__(self, held, train_images: np.ndarray, vocab, clf, device, seed: int = 0):
-        cells = prompt_cells(held.rows, per_prompt=2 * PER_PROMPT, seed=seed)
+    def __init__(self, held, train_images: np.ndarray, vocab, clf, device, seed: int = 0,
+                 per_prompt: int = PER_PROMPT):
+        cells = [cell for cell in prompt_cells(held.rows, per_prompt=2 * per_prompt, seed=seed)
+                 if cell[0] in vocab.article_types and cell[1] in vocab.colours]
+        if not cells:
+            raise ValueError(f"no (type, colour) with {2 * per_prompt} held-out photos to compare with")
+        self.per_prompt = per_prompt
         self.captions = [canonical_caption(t, [c]) for t, c, _ in cells]
         self.labels = np.array([[vocab.article_types.index(t), vocab.colours.index(c)] for t, c, _ in cells])
-        self.real_a = [held.images[rows[:PER_PROMPT]] for _, _, rows in cells]
-        self.real_b = [held.images[rows[PER_PROMPT:]] for _, _, rows in cells]
+        self.real_a = [held.images[rows[:per_prompt]] for _, _, rows in cells]
+        self.real_b = [held.images[rows[per_prompt:]] for _, _, rows in cells]
         self.clf, self.device, self.seed = clf, device, seed
         self.train_pixels = _pixels(train_images)
         self.feats_a = classify(clf, np.concatenate(self.real_a), device)[2]
         self.feats_b = classify(clf, np.concatenate(self.real_b), device)[2]
         self.real_variety = variety(self.real_a, clf, device)
         t, c, _ = classify(clf, np.concatenate(self.real_a), device)
-        want = np.repeat(self.labels, PER_PROMPT, axis=0)
+        want = np.repeat(self.labels, per_prompt, axis=0)
         self.real_accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
 
 
@@ -79,24 +84,28 @@ def _pixels(images: np.ndarray) -> np.ndarray:
     return x.reshape(len(images), -1)
 
 
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
 def setting_report(draw, prompts: PromptSet) -> dict:
     """`draw(caption, seeds) -> uint8 (len(seeds), 64, 64, 3)`: the numbers for one drawing setting."""
     from models.metrics.scores import fid_from_features, knn_precision_recall, memorisation_rates
 
-    seeds = [prompts.seed + k for k in range(PER_PROMPT)]
+    seeds = [prompts.seed + k for k in range(prompts.per_prompt)]
     generated = [draw(caption, seeds) for caption in prompts.captions]
     flat = np.concatenate(generated)
     t, c, feats = classify(prompts.clf, flat, prompts.device)
-    want = np.repeat(prompts.labels, PER_PROMPT, axis=0)
+    want = np.repeat(prompts.labels, prompts.per_prompt, axis=0)
     gen_v = variety(generated, prompts.clf, prompts.device)
     fid, floor = fid_from_features(feats, prompts.feats_a), fid_from_features(prompts.feats_b, prompts.feats_a)
     held_b = _pixels(np.concatenate(prompts.real_b))
     accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
     return {
-        "variety": gen_v, "variety_ratio": {k: gen_v[k] / prompts.real_variety[k] for k in gen_v},
-        "fid": fid, "fid_floor": floor, "fid_ratio": fid / floor,
+        "variety": gen_v, "variety_ratio": {k: _ratio(gen_v[k], prompts.real_variety[k]) for k in gen_v},
+        "fid": fid, "fid_floor": floor, "fid_ratio": _ratio(fid, floor),
         "knn": knn_precision_recall(prompts.feats_a, feats),
-        "gan_test": accuracy, "gan_test_ratio": {k: accuracy[k] / prompts.real_accuracy[k] for k in accuracy},
+        "gan_test": accuracy, "gan_test_ratio": {k: _ratio(accuracy[k], prompts.real_accuracy[k]) for k in accuracy},
         "memorisation": memorisation_rates(_pixels(flat), held_b, prompts.train_pixels),
         "images": generated,
     }
