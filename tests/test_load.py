@@ -41,7 +41,7 @@ def conversation(n: int) -> list[tuple[str, object]]:
         elif step == 2:
             out.append(("show me more", lambda r: r.kind == "images" and "New designs" in (r.note or "")))
         elif step == 3:
-            out.append((f"hi there {i}", lambda r: r.kind == "text" and r.text.startswith("Hi")))
+            out.append((f"hi there {i}", lambda r: r.kind == "text" and r.text.startswith(("Hi", "Hello"))))
         else:
             out.append(("thanks!", lambda r: r.kind == "text" and "welcome" in r.text))
     return out
