@@ -331,10 +331,10 @@ class Chip(tk.Frame):
 class ImageCard(tk.Frame):
     """A generated image (3x, crisp) with its seed and action buttons (Save, More like this, Similar)."""
 
-    def __init__(self, master, item, buttons: list[tuple[str, Callable]] = ()):
+    def __init__(self, master, item, buttons: list[tuple[str, Callable]] = (), size: int = DISPLAY_SIZE):
         super().__init__(master, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER, padx=4, pady=4)
         self.item = item
-        self.photo = to_photo(item.image, DISPLAY_SIZE, master=self)
+        self.photo = to_photo(item.image, size, master=self)
         self.image_label = tk.Label(self, image=self.photo, bg=SURFACE, bd=0)
         self.image_label.pack()
         tk.Label(self, text=item.label, bg=SURFACE, fg=MUTED, font=_font(self, 9)).pack(anchor="w", pady=(2, 2))

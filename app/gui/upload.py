@@ -17,6 +17,8 @@ from app.gui.chat import Chip, ImageCard, ProductStrip, _font
 
 PREVIEW_SIZE = 200
 DEFAULT_STRENGTH = 1.0  # the slider's start: the full change (models.editing.DEFAULT_STRENGTH)
+VARIANTS_PER_ROW = 4  # beside the photo, four 2x cards fit the default window, with the products below
+CARD_SIZE = 128  # px: the photo and its variants at 2x
 CHANGE_HINT = "Optional change, e.g. \u201cin red\u201d, \u201cwith long sleeves\u201d, \u201cfor women\u201d"
 
 
@@ -131,20 +133,21 @@ class UploadTab(ttk.Frame):
                       justify="left").pack(anchor="nw", pady=(0, 6))
         grid = ttk.Frame(self.results)
         grid.pack(anchor="nw")
-        self._reference_card(grid)
+        rows = max(1, -(-len(reply.images) // VARIANTS_PER_ROW))
+        self._reference_card(grid, rows)
         for i, item in enumerate(reply.images):
-            card = ImageCard(grid, item, [("Save", self.actions.save)])
-            card.grid(row=i // 4, column=1 + i % 4, padx=(0, 8), pady=(0, 8), sticky="n")
+            card = ImageCard(grid, item, [("Save", self.actions.save)], size=CARD_SIZE)
+            card.grid(row=i // VARIANTS_PER_ROW, column=1 + i % VARIANTS_PER_ROW, padx=(0, 8), pady=(0, 8), sticky="n")
             self.cards.append(card)
         if reply.similar:
             self.strip = ProductStrip(self.results, reply.similar, bg=ttk.Style().lookup("TFrame", "background"))
             self.strip.pack(anchor="nw", pady=(6, 0))
 
-    def _reference_card(self, grid) -> None:
-        """The photo the variants were drawn from, at the variants' size, first in the row."""
+    def _reference_card(self, grid, rows: int) -> None:
+        """The photo the variants were drawn from, at the variants' size, left of all their rows."""
         frame = tk.Frame(grid, bg=SURFACE, highlightthickness=1, highlightbackground=BORDER)
-        frame.grid(row=0, column=0, padx=(0, 14), pady=(0, 8), sticky="n")
-        self._reference_photo = to_photo(self.image, 192, master=frame, crisp=False)
+        frame.grid(row=0, column=0, rowspan=rows, padx=(0, 14), pady=(0, 8), sticky="n")
+        self._reference_photo = to_photo(self.image, CARD_SIZE, master=frame, crisp=False)
         tk.Label(frame, image=self._reference_photo, bg=SURFACE).pack(padx=4, pady=(4, 0))
         tk.Label(frame, text="Your photo", bg=SURFACE, fg=MUTED, font=_font(frame, 9)).pack(pady=(2, 4))
 
