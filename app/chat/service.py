@@ -154,7 +154,7 @@ class ModelService:
         chosen, images = self.generator.generate_distinct(embedding, list(seeds), n, list(avoid))
         return Generated(caption, chosen, images)
 
-    # ---- catalogue search (issue 5) -------------------------------------------------------------
+    # ---- catalogue search -----------------------------------------------------------------------
     # The embedding model and catalogue load apart from the generator, so search works without it.
     embedding_weights: str | Path | None = None  # embedding checkpoint; None = weights/embedding.pt
     retriever = None  # models.search.retrieval.Retriever once load_catalog() has run (not a field)

@@ -51,7 +51,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 def cmd_gui(args: argparse.Namespace) -> None:
     try:
         from app.gui.window import run_app
-    except ImportError as exc:  # the GUI lands with its own issue
+    except ImportError as exc:  # a build without tkinter (or TkDND) still runs the other commands
         raise CliError(f"the desktop window is not available in this build ({exc})") from exc
     llm_config(args)  # a bad --llm-url (or FASHIONGAN_LLM_URL) is said here, before the window opens
     run_app(args)

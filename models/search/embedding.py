@@ -1,4 +1,4 @@
-"""The shared image/text embedding space for catalogue search (issue 5).
+"""The shared image/text embedding space for catalogue search.
 
 - `ImageEncoder`: a small convnet, 64x64 RGB in [-1, 1] -> L2-normalised `dim`-d embedding, plus
   auxiliary heads that classify item type, colour and gender (the Upload tab's "describe this image").
