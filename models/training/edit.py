@@ -13,7 +13,6 @@ fixed seeds) and checkpoint.pt; `--resume` continues exactly; `--export PATH` wr
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 from models.captions import canonical_caption
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import GANConfig, add_dataclass_options, config_from_args
+from models.config import GANConfig
 from models.data import CaptionBank, LabelVocab, load_table, tensor_to_images, to_grayscale
 from models.editing import EditConfig, EditGenerator
 from models.networks import Discriminator
@@ -36,7 +35,7 @@ from models.resources import WEIGHTS_DIR
 from models.sampling import resolve_device, seed_noise
 from models.training.augment import diff_augment
 from models.training.losses import accuracy, auxiliary_loss, bounded_diversity_loss, discriminator_loss, generator_loss
-from models.training.runs import append_metrics
+from models.training.runs import append_metrics, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -368,24 +367,7 @@ def export_editor(checkpoint: str | Path, out: str | Path, half: bool = True) ->
                           "train": ckpt["config"]["train"], "step": ckpt["step"], "elapsed_s": ckpt["elapsed_s"]})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashiongan-train --stage edit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_options(parser, EditTrainConfig)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
-    parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's EMA generator to PATH")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(EditTrainConfig, args)
-    if args.export:
-        export_editor(Path(cfg.out) / "checkpoint.pt", args.export)
-        return 0
-    trainer = EditTrainer(cfg)
-    if args.resume:
-        trainer.resume()
-    trainer.train()
+    parser = stage_parser("fashiongan-train --stage edit", __doc__, EditTrainConfig, exported="EMA generator")
+    run_stage(parser, argv, EditTrainConfig, EditTrainer, export_editor)
     return 0

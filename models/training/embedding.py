@@ -11,7 +11,6 @@ numbers) and checkpoint.pt; `--resume` continues exactly. `--export PATH` writes
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import add_dataclass_options, config_from_args
 from models.data import CaptionBank, LabelVocab, load_table
 from models.sampling import resolve_device
 from models.search.embedding import (
@@ -37,7 +35,7 @@ from models.search.embedding import (
 )
 from models.training.augment import translation
 from models.training.losses import accuracy, auxiliary_loss
-from models.training.runs import append_metrics
+from models.training.runs import append_metrics, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -294,26 +292,9 @@ def export_embedding(checkpoint: str | Path, out: str | Path, half: bool = True)
                           "elapsed_s": ckpt["elapsed_s"], "validation": ckpt.get("validation", {})})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashiongan-train-embedding", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_options(parser, EmbedTrainConfig, {"mining": MINING})
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
-    parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's model to PATH")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(EmbedTrainConfig, args)
-    if args.export:
-        export_embedding(Path(cfg.out) / "checkpoint.pt", args.export)
-        return 0
-    trainer = EmbeddingTrainer(cfg)
-    if args.resume:
-        trainer.resume()
-    trainer.train()
+    parser = stage_parser("fashiongan-train --stage embed", __doc__, EmbedTrainConfig, {"mining": MINING})
+    run_stage(parser, argv, EmbedTrainConfig, EmbeddingTrainer, export_embedding)
     return 0
 
 

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import GANConfig, TrainConfig, add_dataclass_options, config_from_args
+from models.config import GANConfig, TrainConfig
 from models.data import CaptionBank, LabelVocab, images_to_tensor, load_table, tensor_to_images
 from models.generate import embed_reference, reference_encoder
 from models.networks import Discriminator, Generator
@@ -34,7 +34,7 @@ from models.training.losses import (
     gradient_penalty,
     mode_seeking_loss,
 )
-from models.training.runs import append_metrics
+from models.training.runs import append_metrics, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -317,28 +317,15 @@ def export_generator(checkpoint: str | Path, out: str | Path, half: bool = True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fashiongan-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser("fashiongan-train", __doc__, TrainConfig, {"loss": LOSSES}, exported="EMA generator")
     parser.add_argument("--stage", choices=["gan"], default="gan",
                         help="gan: the generator (these options); embed: the search embedding; edit: the "
                              "editing generator (`--stage embed --help` lists its options)")
-    add_dataclass_options(parser, TrainConfig, {"loss": LOSSES})
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
-    parser.add_argument("--export", metavar="PATH", help="only export OUT/checkpoint.pt's EMA generator to PATH")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(TrainConfig, args)
-    if args.export:
-        export_generator(Path(cfg.out) / "checkpoint.pt", args.export)
-        return 0
-    trainer = Trainer(cfg)
-    if args.resume:
-        trainer.resume()
-    trainer.train()
+    run_stage(build_parser(), argv, TrainConfig, Trainer, export_generator)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
