@@ -925,3 +925,16 @@ def test_upload_tab_strength_slider_reaches_the_editing_generator(make_app):
         assert "Your photo" in [w.cget("text") for w in descendants(app.upload.results) if "Label" in w.winfo_class()]
     assert differences[0.0] < 15 and differences[1.0] > differences[0.0] + 2, differences  # redrawn: 40+
     assert "0.00" in app.upload.strength_label.cget("text") or "1.00" in app.upload.strength_label.cget("text")
+
+
+def test_a_10000_character_message_is_shown_cut_and_kept_whole(make_app):
+    app = make_app()
+    wait_ready(app)
+    text = "a red dress for a party " * 420  # 10,080 characters
+    bubble = send(app, text)
+    user = app.chat.bubbles[-2]
+    shown = [w.cget("text") for w in descendants(user) if w.winfo_class() == "Label" and w.cget("text")]
+    assert len(shown) == 1 and len(shown[0]) < 700 and "more characters)" in shown[0]
+    assert user.winfo_reqheight() < 300  # not screens of text
+    assert bubble.cards, "the request is still answered"
+    assert json.dumps(text.strip()) in app.storage.history_path.read_text()  # kept whole

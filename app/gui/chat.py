@@ -577,8 +577,8 @@ class ChatView(ttk.Frame):
             bubble.photos.append(photo)
             tk.Label(bubble, image=photo, bg=USER_BG).pack(anchor="e", pady=(0, 4))
         if text:
-            tk.Label(bubble, text=text, bg=USER_BG, fg=USER_FG, justify="left", wraplength=self.wrap_width(),
-                     anchor="w").pack(anchor="e")
+            tk.Label(bubble, text=shown_text(text), bg=USER_BG, fg=USER_FG, justify="left",
+                     wraplength=self.wrap_width(), anchor="w").pack(anchor="e")
         self.bubbles.append(bubble)
         self._append(bubble, "user")
         return bubble
@@ -797,3 +797,13 @@ class ChatView(ttk.Frame):
         self._scroll_id = self._lazy_id = None
         self._deferred.clear()
         super().destroy()
+
+
+SHOWN_CHARACTERS = 600  # a longer message is shown cut (it is sent and kept whole)
+
+
+def shown_text(text: str) -> str:
+    """A message as its bubble shows it: whole up to SHOWN_CHARACTERS, else its start and how much more."""
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS].rstrip()} \u2026 ({len(text) - SHOWN_CHARACTERS:,} more characters)"
