@@ -108,11 +108,11 @@ class EditGenerator(nn.Module):
         return (out, mask) if return_mask else out
 
 
-def strength_condition(own: torch.Tensor, wanted: torch.Tensor, z: torch.Tensor, strength: float):
+def strength_condition(own: torch.Tensor, wanted: torch.Tensor, z: torch.Tensor, strength):
     """How far a variant may move from the photo, as img2img's denoising strength: 0 gives the photo
     back (its own caption, no noise), 1 the full edit; between, the caption embedding is interpolated
-    on the unit sphere's chord and the noise scaled with it."""
-    s = float(min(max(strength, 0.0), 1.0))
+    on the unit sphere's chord and the noise scaled with it. `strength`: one number, or one per row."""
+    s = torch.as_tensor(strength, dtype=own.dtype, device=own.device).clamp(0.0, 1.0).reshape(-1, 1)
     text = F.normalize((1 - s) * own + s * wanted, dim=-1)
     return text, z * s
 
@@ -148,8 +148,12 @@ def check_editable(pixels: np.ndarray) -> None:
 
 # ---- the app's editor -----------------------------------------------------------------------------
 
-DEFAULT_STRENGTH = 1.0  # the full edit; lower keeps more of the photo's own colour
+# How far a variant moves by default (1 = the full edit). Chosen among 0.6-1.0 on 150 held-out photos
+# (evaluate_variants --seed 1): 1.0 changed the colour 1.49x as often as real photos show it but kept the
+# item type 0.72x; 0.7 gave 0.93x and 0.82x, both above 0.8x, and identity 1.0.
+DEFAULT_STRENGTH = 0.7
 VARIATION_AMOUNT = 0.5  # "More like this" on a variant: how far from the clicked seed's noise
+SHADE_SPREAD = 0.25  # each seed takes its strength from [strength x (1 - SHADE_SPREAD), strength]: its own shade
 
 
 class PhotoEditor:
@@ -181,7 +185,7 @@ class PhotoEditor:
         """One variant per seed of the photo as the `wanted` caption embedding says; `own` is the
         embedding of what the photo shows (its described caption)."""
         z = seed_noise(list(seeds), self.config.z_dim).to(self.device)
-        return self._draw(image, own, wanted, z, strength)
+        return self._draw(image, own, wanted, z, seed_strengths(seeds, strength))
 
     @torch.inference_mode()
     def variations(self, image, own: torch.Tensor, wanted: torch.Tensor, seed: int, variation_seeds: list[int],
@@ -191,12 +195,20 @@ class PhotoEditor:
         base = seed_noise([seed], self.config.z_dim)
         moves = seed_noise(list(variation_seeds), self.config.z_dim)
         z = (math.sqrt(1 - amount**2) * base + amount * moves).to(self.device)
-        return self._draw(image, own, wanted, z, strength)
+        return self._draw(image, own, wanted, z, seed_strengths([seed] * len(variation_seeds), strength))
 
-    def _draw(self, image, own, wanted, z, strength) -> list:
+    def _draw(self, image, own, wanted, z, strengths: torch.Tensor) -> list:
         photo = self.photo_tensor(image)
         n = len(z)
         own = own.reshape(1, -1).to(self.device).expand(n, -1)
         wanted = wanted.reshape(1, -1).to(self.device).expand(n, -1)
-        text, z = strength_condition(own, wanted, z, strength)
+        text, z = strength_condition(own, wanted, z, strengths.to(self.device))
         return tensor_to_images(self.net(photo.expand(n, -1, -1, -1), text, own, z))
+
+
+def seed_strengths(seeds: list[int], strength: float) -> torch.Tensor:
+    """Each seed's own strength in [strength x (1 - SHADE_SPREAD), strength], drawn from the seed: variants of
+    one request differ in how much of the new colour they take (their shade), and each seed redraws its own."""
+    s = float(min(max(strength, 0.0), 1.0))
+    u = torch.stack([torch.rand(1, generator=torch.Generator().manual_seed(int(seed) + 7919))[0] for seed in seeds])
+    return s * (1 - SHADE_SPREAD * u)

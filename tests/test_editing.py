@@ -195,3 +195,12 @@ def test_the_shoppers_words_override_the_description(service, two_photos):
     assert described["articleType"] == "Dresses" and described["baseColour"] == "Blue"
     assert described["original"]["articleType"] != "Dresses" and "articleType" in described["changed"]
     assert generated.caption.startswith("blue dresses")
+
+
+def test_each_seed_takes_its_own_shade_of_the_strength():
+    from models.editing import SHADE_SPREAD, seed_strengths
+
+    s = seed_strengths([1, 2, 3, 4, 5, 6], 0.8)
+    assert ((s <= 0.8) & (s >= 0.8 * (1 - SHADE_SPREAD))).all() and len(set(s.tolist())) == 6
+    assert torch.equal(seed_strengths([3], 0.8)[0], s[2])  # a seed alone: the same shade
+    assert not seed_strengths([1, 2], 0.0).any()  # strength 0 stays the photo

@@ -37,8 +37,8 @@ def register(sub) -> None:
     p.add_argument("image", nargs="?", metavar="IMAGE", help="the reference product photo")
     p.add_argument("--text", default="", help="what to change, e.g. 'in red' or 'as a dress'")
     p.add_argument("--strength", type=float, default=None,
-                   help="how far the variants may move from the photo, 0 (the photo) to 1 (the full change; "
-                        "the default)")
+                   help="how far the variants may move from the photo, 0 (the photo) to 1 (the full change); "
+                        "default 0.7 (models.editing.DEFAULT_STRENGTH)")
     p.add_argument("--queries", metavar="FILE",
                    help='JSON lines {"image": PATH, "text": ...}: one process, one result line each')
     p.add_argument("--editor", metavar="PATH", help="editing generator checkpoint (default weights/editor.pt)")

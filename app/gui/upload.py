@@ -16,7 +16,7 @@ from app.gui import BORDER, ERROR_FG, MUTED, SURFACE, to_photo
 from app.gui.chat import Chip, ImageCard, ProductStrip, _font
 
 PREVIEW_SIZE = 200
-DEFAULT_STRENGTH = 1.0  # the slider's start: the full change (models.editing.DEFAULT_STRENGTH)
+DEFAULT_STRENGTH = 0.7  # the slider's start: models.editing.DEFAULT_STRENGTH (not imported: that is torch)
 VARIANTS_PER_ROW = 4  # beside the photo, four 2x cards fit the default window, with the products below
 CARD_SIZE = 128  # px: the photo and its variants at 2x
 CHANGE_HINT = "Optional change, e.g. \u201cin red\u201d, \u201cwith long sleeves\u201d, \u201cfor women\u201d"
@@ -76,8 +76,8 @@ class UploadTab(ttk.Frame):
         strength_row.pack(fill="x", pady=(6, 0))
         ttk.Label(strength_row, text="Strength").pack(side="left")
         self.strength = tk.DoubleVar(value=DEFAULT_STRENGTH)
-        self.strength_scale = ttk.Scale(strength_row, from_=0.0, to=1.0, variable=self.strength, length=220,
-                                        command=lambda _value: self._show_strength())
+        self.strength_scale = ttk.Scale(strength_row, from_=0.0, to=1.0, variable=self.strength, length=220)
+        self.strength.trace_add("write", lambda *_: self._show_strength())  # dragged or set: the label follows
         self.strength_scale.pack(side="left", padx=(8, 8))
         self.strength_label = ttk.Label(strength_row, text="", style="Muted.TLabel")
         self.strength_label.pack(side="left")

@@ -56,7 +56,7 @@ class VariantEvalOptions:
     editor: str = str(EDITOR_WEIGHTS)
     generator: str = str(GENERATOR_WEIGHTS)
     photos: int = 200  # held-out photos, spread over item types with >= DISTRACTORS + 1 held-out photos
-    low_strength: float = 0.6  # the editor's second setting
+    low_strength: float = 1.0  # the editor's second setting (the default is models.editing.DEFAULT_STRENGTH)
     out: str = "runs/eval-variants"
     seed: int = 0
     device: str = "cpu"
@@ -222,8 +222,9 @@ def evaluate_variants(opts: VariantEvalOptions) -> dict:
     device = resolve_device(opts.device)
     table = load_table(opts.data)
     train, held = table.split(validation=False), table.split(validation=True)
-    clf, vocab, clf_info = load_or_train(opts.classifier or None, train, ClassifierConfig(steps=opts.classifier_steps,
-                                         seed=opts.seed), device, opts.cache_dir)
+    # the classifier of models.metrics.evaluate (seed 0), whichever photos `seed` picks
+    clf, vocab, clf_info = load_or_train(opts.classifier or None, train, ClassifierConfig(steps=opts.classifier_steps),
+                                         device, opts.cache_dir)
     picked = pick_photos(held.rows, opts.photos, rng)
     targets = pick_targets(held.rows, picked, train.rows, rng)
     photos = held.images[picked]
