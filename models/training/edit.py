@@ -35,7 +35,7 @@ from models.resources import WEIGHTS_DIR
 from models.sampling import resolve_device, seed_noise
 from models.training.augment import diff_augment
 from models.training.losses import accuracy, auxiliary_loss, bounded_diversity_loss, discriminator_loss, generator_loss
-from models.training.runs import append_metrics, run_stage, stage_parser
+from models.training.runs import append_metrics, progress_state, restore_progress, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +337,7 @@ class EditTrainer:
             "config": {"edit": self.edit_cfg.to_dict(), "discriminator": self.d_cfg.to_dict(),
                        "train": self.cfg.to_dict()},
             "optimizer": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
-            "step": self.step, "elapsed_s": self.elapsed,
-            "rng": {"sampling": self.rng.get_state(), "torch": torch.get_rng_state()},
+            **progress_state(self),
         })
 
     def resume(self) -> bool:
@@ -352,9 +351,7 @@ class EditTrainer:
             module.load_state_dict(ckpt["state_dict"][name])
         self.opt_g.load_state_dict(ckpt["optimizer"]["G"])
         self.opt_d.load_state_dict(ckpt["optimizer"]["D"])
-        self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
-        self.rng.set_state(ckpt["rng"]["sampling"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        restore_progress(self, ckpt)
         log.info("resumed from %s at step %d", path, self.step)
         return True
 

@@ -35,7 +35,7 @@ from models.search.embedding import (
 )
 from models.training.augment import translation
 from models.training.losses import accuracy, auxiliary_loss
-from models.training.runs import append_metrics, run_stage, stage_parser
+from models.training.runs import append_metrics, progress_state, restore_progress, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,7 @@ class EmbeddingTrainer:
         save_checkpoint(self.out / "checkpoint.pt", {
             "state_dict": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "config": {"embedding": self.model_cfg.to_dict(), "train": self.cfg.to_dict()},
-            "step": self.step, "elapsed_s": self.elapsed, "validation": self.last_val,
-            "rng": {"sampling": self.rng.get_state(), "torch": torch.get_rng_state()},
+            "validation": self.last_val, **progress_state(self),
         })
 
     def resume(self) -> bool:
@@ -270,10 +269,8 @@ class EmbeddingTrainer:
             raise ValueError(f"{path} was trained with another model configuration or label set")
         self.model.load_state_dict(ckpt["state_dict"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
+        restore_progress(self, ckpt)
         self.last_val = dict(ckpt.get("validation", {}))
-        self.rng.set_state(ckpt["rng"]["sampling"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
         log.info("resumed from %s at step %d", path, self.step)
         return True
 

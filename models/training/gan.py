@@ -34,7 +34,7 @@ from models.training.losses import (
     gradient_penalty,
     mode_seeking_loss,
 )
-from models.training.runs import append_metrics, run_stage, stage_parser
+from models.training.runs import append_metrics, progress_state, restore_progress, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,7 @@ class Trainer:
             "state_dict": {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict()},
             "config": {"gan": self.gan_cfg.to_dict(), "train": self.cfg.to_dict()},
             "optimizer": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
-            "step": self.step, "elapsed_s": self.elapsed,
-            "rng": {"sampling": self.rng.get_state(), "torch": torch.get_rng_state()},
+            **progress_state(self),
         })
 
     def warm_start(self, path: str | Path) -> None:
@@ -291,9 +290,7 @@ class Trainer:
             module.load_state_dict(ckpt["state_dict"][name])
         self.opt_g.load_state_dict(ckpt["optimizer"]["G"])
         self.opt_d.load_state_dict(ckpt["optimizer"]["D"])
-        self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
-        self.rng.set_state(ckpt["rng"]["sampling"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        restore_progress(self, ckpt)
         log.info("resumed from %s at step %d", path, self.step)
         return True
 

@@ -9,6 +9,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 
 def append_metrics(path: Path, fields: list[str], step: int, elapsed: float, stats: dict, digits: int) -> None:
     """One row of a run's metrics.csv (header first when the file is new); finite floats rounded to `digits`,
@@ -53,3 +55,16 @@ def run_stage(parser: argparse.ArgumentParser, argv: list[str] | None, config_cl
         trainer.resume()
     trainer.train()
     return trainer
+
+
+def progress_state(trainer) -> dict:
+    """What a checkpoint needs, besides weights and optimisers, to resume exactly: step, time, RNG states."""
+    return {"step": trainer.step, "elapsed_s": trainer.elapsed,
+            "rng": {"sampling": trainer.rng.get_state(), "torch": torch.get_rng_state()}}
+
+
+def restore_progress(trainer, ckpt: dict) -> None:
+    """The inverse of progress_state, from a loaded checkpoint."""
+    trainer.step, trainer.elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
+    trainer.rng.set_state(ckpt["rng"]["sampling"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
