@@ -108,6 +108,7 @@ class Methods:
         from models.text_encoder import get_text_encoder
 
         self.opts, self.device = opts, resolve_device(opts.device)
+        self._editor = None
         self.encoder = get_text_encoder()
         self.retriever = Retriever(SearchModel(), Catalogue.load(DEFAULT_CATALOG), self.encoder)
         sample = np.random.default_rng(opts.seed).permutation(len(train))[:6000]
@@ -123,12 +124,13 @@ class Methods:
 
         from models.editing import DEFAULT_STRENGTH, PhotoEditor
 
-        editor = PhotoEditor(self.opts.editor, self.opts.device)
+        if self._editor is None:  # loaded once for both strengths
+            self._editor = PhotoEditor(self.opts.editor, self.opts.device)
         predicted, modified = self.describe(photos, targets)
         own = self.encoder.encode([p["caption"] for p in predicted])
         wanted = self.encoder.encode([m["caption"] for m in modified])
         s = DEFAULT_STRENGTH if strength is None else strength
-        return np.stack([np.stack([np.asarray(im) for im in editor.variants(Image.fromarray(x), o, w, SEEDS, s)])
+        return np.stack([np.stack([np.asarray(im) for im in self._editor.variants(Image.fromarray(x), o, w, SEEDS, s)])
                          for x, o, w in zip(photos, own, wanted)])
 
     def image_slot(self, photos, targets):
