@@ -45,6 +45,7 @@ class TextEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
         self._cache: dict[str, torch.Tensor] = {}
+        self._alone: dict[str, torch.Tensor] = {}
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -71,6 +72,16 @@ class TextEncoder:
         if not texts:
             return torch.empty(0, EMBED_DIM)
         return torch.stack([self._cache[t] for t in texts])
+
+    def encode_alone(self, texts: list[str]) -> torch.Tensor:
+        """As `encode`, but each text encoded in a batch of its own (cached apart): padding to a batch's
+        longest text moves an embedding by float rounding, so these values never depend on which texts
+        were encoded together (what an exactly resumable training run needs)."""
+        for text in dict.fromkeys(t for t in texts if t not in self._alone):
+            self._alone[text] = self._encode_batch([text])[0]
+        if not texts:
+            return torch.empty(0, EMBED_DIM)
+        return torch.stack([self._alone[t] for t in texts])
 
 
 @lru_cache(maxsize=2)

@@ -205,8 +205,11 @@ class EditTrainer:
             captions.append(canonical_caption(row["articleType"] or None, [colour],
                                               row["gender"] if with_gender else None))
             target_labels.append(self.vocab.encode({"articleType": row["articleType"], "baseColour": colour}))
-        wanted = self.encoder.encode(captions).to(self.device)  # cached per caption
+        wanted = self.encode(captions)
         return photo, own, wanted, self.labels[idx.to(self.device)], torch.tensor(target_labels, device=self.device)
+
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        return self.encoder.encode_alone(captions).to(self.device)  # the same values after a resume
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.edit_cfg.z_dim, generator=self.rng).to(self.device)
