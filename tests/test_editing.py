@@ -143,13 +143,13 @@ def test_strength_zero_gives_the_photo_back(service, two_photos):
 def test_more_like_this_on_a_variant_stays_nearest_the_clicked_one(service, two_photos):
     photo = two_photos[0]
     seeds = [10, 11, 12, 13]
-    shown, described = service.variants(photo, "in blue", seeds=seeds)
-    near = service.variant_variations(photo, shown.caption, 10, [100, 101, 102])
+    shown, _ = service.variants(photo, "in blue", seeds=seeds)
     shown_px = np.stack([np.asarray(im) for im in shown.images]).astype(float)
-    for im in near:
-        d = np.abs(shown_px - np.asarray(im).astype(float)).mean(axis=(1, 2, 3))
-        assert d.argmin() == 0, d  # nearer the clicked variant (seed 10) than its neighbours
-
+    hits = []
+    for k, seed in enumerate(seeds):  # a click on each card in turn
+        for im in service.variant_variations(photo, shown.caption, seed, [100 + 10 * k + j for j in range(4)]):
+            hits.append(np.abs(shown_px - np.asarray(im).astype(float)).mean(axis=(1, 2, 3)).argmin() == k)
+    assert np.mean(hits) >= 0.75, hits  # nearer the clicked variant than its neighbours (chance: 0.25)
 
 def test_variants_cli_single_and_queries_file(capsys, two_photos, tmp_path):
     paths = []
@@ -197,10 +197,22 @@ def test_the_shoppers_words_override_the_description(service, two_photos):
     assert generated.caption.startswith("blue dresses")
 
 
-def test_each_seed_takes_its_own_shade_of_the_strength():
-    from models.editing import SHADE_SPREAD, seed_strengths
+def test_each_seed_draws_its_own_shade_of_the_asked_colour(service, two_photos):
+    """Seeds differ visibly in shade (median colour difference on the item above the 2.3 people notice;
+    the editor's noise alone stays under it), each the same again from its seed alone, the shape kept."""
+    from models.editing import PhotoEditor
+    from models.metrics.structure import median_shade_difference
 
-    s = seed_strengths([1, 2, 3, 4, 5, 6], 0.8)
-    assert ((s <= 0.8) & (s >= 0.8 * (1 - SHADE_SPREAD))).all() and len(set(s.tolist())) == 6
-    assert torch.equal(seed_strengths([3], 0.8)[0], s[2])  # a seed alone: the same shade
-    assert not seed_strengths([1, 2], 0.0).any()  # strength 0 stays the photo
+    stack = lambda images: np.stack([np.asarray(im) for im in images])  # noqa: E731
+    seeds = [1, 2, 3, 4, 5, 6]
+    shown = [service.variants(photo, "in blue", seeds=seeds)[0] for photo in two_photos]
+    assert median_shade_difference(np.stack([stack(g.images) for g in shown])) > 3.0
+    noise_only = PhotoEditor(device="cpu", shade_amount=0.0)
+    encode = service.encoder.encode
+    plain = [stack(noise_only.variants(photo, *encode([service.describe_image(photo)["caption"], g.caption]), seeds))
+             for photo, g in zip(two_photos, shown)]
+    assert median_shade_difference(np.stack(plain)) < 2.3
+    alone, _ = service.variants(two_photos[0], "in blue", seeds=[3])
+    assert np.array_equal(np.asarray(alone.images[0]), np.asarray(shown[0].images[2]))
+    same = structural_similarity(stack(shown[0].images), np.repeat(np.asarray(two_photos[0])[None], 6, 0))
+    assert (same > 0.6).all(), same

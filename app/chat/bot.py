@@ -587,10 +587,9 @@ class Bot:
                     variation_seeds: list[int] | None = None) -> list[ShownImage]:
         if variation_seeds is None:
             variation_seeds = self._variation_seeds(n)
-        custom = getattr(self.service, "variations", None)
-        if callable(custom):
-            images = custom(caption, seed, variation_seeds, VARIATION_STRENGTH)
-        else:
+        custom = getattr(self.service, "variations", None)  # None from it: the text-only generator drew it
+        images = custom(caption, seed, variation_seeds, VARIATION_STRENGTH) if callable(custom) else None
+        if images is None:
             images = latent_variations(self.service, caption, seed, variation_seeds, VARIATION_STRENGTH)
         if images is None:  # no access to the latent: new seeds of the same caption
             seeds = [seed + 1 + i for i in range(n)]
@@ -787,7 +786,6 @@ def latent_variations(service, caption: str, seed: int, variation_seeds: list[in
     z = sqrt(1 - a^2) * z(seed) + a * z(v) keeps z standard normal, so the images stay in distribution.
     z(seed) is the latent the generator itself used for that seed (its truncation, and its redraw of a
     seed whose first draw is broken), so strength 0 gives exactly the image shown for the seed.
-    (This belongs in the service; see `variations` there when it exists.)
     """
     generator = getattr(service, "generator", None)
     encoder = getattr(service, "encoder", None)

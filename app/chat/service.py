@@ -72,9 +72,9 @@ class ModelService:
             self.encoder = self._timed("text_encoder", self._load_encoder)
             progress(LoadStep("generator"))
             self.generator = self._timed("generator", self._load_generator)
-            self._fingerprint("generator", self.generator)
             self._load_editor_if_possible(progress)
             self._load_catalog_if_possible(progress)
+            self._fingerprint_drawings()
             progress("ready")
 
     def _limit_threads(self) -> None:
@@ -112,18 +112,28 @@ class ModelService:
         try:
             self.editor = self._timed("editor", lambda: PhotoEditor(self.editor_weights, self.device))
             self.editor_error = None
-            self._fingerprint("editor", self.editor)
         except Exception as exc:  # noqa: BLE001 - a broken editor must not stop text-to-image
             self.editor, self.editor_error = None, str(exc)
             log.warning("photo variants unavailable: %s", exc)
 
-    def _fingerprint(self, name: str, model) -> None:
-        path = getattr(model, "path", None)
-        try:
-            self.fingerprints[name] = weights_fingerprint(path)
-        except (OSError, TypeError) as exc:  # a model without a file: its turns can't be checked
-            self.fingerprints.pop(name, None)
-            log.warning("no fingerprint for the %s weights (%s)", name, exc)
+    def _fingerprint_drawings(self) -> None:
+        """The files that decide the images a seed draws: photo variants ("editor"): the editor's weights
+        and the shade table; text requests ("generator"): the generator's weights, and where catalogue
+        exemplars draw them, the editor's files and the catalogue too."""
+        from models.shades import SHADES_PATH
+
+        editor_files = [getattr(self.editor, "path", None), SHADES_PATH] if self.editor is not None else None
+        text_files = [getattr(self.generator, "path", None)]
+        if editor_files and self.retriever is not None:
+            from models.search.retrieval import DEFAULT_CATALOG
+
+            text_files += [*editor_files, self.catalog or DEFAULT_CATALOG]
+        for name, files in (("generator", text_files), ("editor", editor_files)):
+            try:
+                self.fingerprints[name] = weights_fingerprint(*files)
+            except (OSError, TypeError) as exc:  # a model without a file: its turns can't be checked
+                self.fingerprints.pop(name, None)
+                log.warning("no fingerprint for the %s files (%s)", name, exc)
 
     @property
     def device_name(self) -> str:
@@ -144,15 +154,56 @@ class ModelService:
         return self.detector(text)
 
     def generate(self, caption: str, seeds: list[int]) -> Generated:
+        """One image per seed for the caption: catalogue exemplars redrawn by the editor where the catalogue
+        holds the item (models.exemplars), else the text-only generator."""
+        drawer, request = self._exemplars_for(caption)
+        if drawer is not None:
+            return Generated(caption, list(seeds), drawer.draw(request, list(seeds)))
         embedding = self.encoder.encode([caption])[0]
         return Generated(caption, list(seeds), self.generator.generate(embedding, list(seeds)))
 
     def generate_distinct(self, caption: str, seeds: list[int], n: int, avoid: list = ()) -> Generated:
-        """n images for the caption, as different from each other and from `avoid` (images already shown
-        for this request) as the draws of `seeds` (a larger pool) allow; each keeps its own seed."""
+        """n images for the caption from the draws of `seeds` (a larger pool), all different products and
+        none of `avoid` (images already shown for this request); each keeps its own seed."""
+        drawer, request = self._exemplars_for(caption)
+        if drawer is not None:
+            chosen, images = drawer.draw_distinct(request, list(seeds), n, list(avoid))
+            return Generated(caption, chosen, images)
         embedding = self.encoder.encode([caption])[0]
         chosen, images = self.generator.generate_distinct(embedding, list(seeds), n, list(avoid))
         return Generated(caption, chosen, images)
+
+    def variations(self, caption: str, seed: int, variation_seeds: list[int], strength: float) -> list | None:
+        """Near variations of the image `seed` drew for the caption ("More like this"); None where the
+        text-only generator drew it (the caller moves that generator's latent by `strength`)."""
+        drawer, request = self._exemplars_for(caption)
+        return drawer.variations(request, seed, list(variation_seeds)) if drawer is not None else None
+
+    def _exemplars_for(self, caption: str):
+        """(the exemplar drawer, the caption as a Request) when catalogue exemplars can draw it, else (None, None)."""
+        drawer = self._exemplar_drawer()
+        if drawer is None:
+            return None, None
+        from models.exemplars import Request
+
+        d = self.detect(caption)
+        request = Request((d.article_types or [None])[0], list(d.colours), d.gender, d.usage,
+                          tuple(v for values in d.attributes.values() for v in values))
+        return (drawer, request) if drawer.can_draw(request) else (None, None)
+
+    def _exemplar_drawer(self):
+        """Built once the editor and the catalogue are loaded (None without either: text-only drawing)."""
+        if self.editor is None or self.retriever is None or self.encoder is None:
+            return None
+        drawer = self.__dict__.get("_drawer")
+        if drawer is None or drawer.catalogue is not self.retriever.catalogue:
+            from models.exemplars import ExemplarBank, ExemplarDrawer
+
+            drawer = ExemplarDrawer(self.editor, ExemplarBank.from_catalogue(self.retriever.catalogue),
+                                    self.encoder.encode)
+            drawer.catalogue = self.retriever.catalogue
+            self.__dict__["_drawer"] = drawer
+        return drawer
 
     # ---- catalogue search -----------------------------------------------------------------------
     # The embedding model and catalogue load apart from the generator, so search works without it.
@@ -272,7 +323,8 @@ class ModelService:
         described = self.describe_change(image, text)
         editor = self._editor_ready()
         own, wanted = self.encoder.encode([described["original"]["caption"], described["caption"]])
-        pictures = editor.variants(self._as_image(image), own, wanted, list(seeds), self._strength(strength))
+        pictures = editor.variants(self._as_image(image), own, wanted, list(seeds), self._strength(strength),
+                                   described.get("baseColour"))
         return Generated(described["caption"], list(seeds), pictures), described
 
     def variant_variations(self, image, caption: str, seed: int, variation_seeds: list[int],
@@ -281,8 +333,9 @@ class ModelService:
         original = self.describe_image(image)
         editor = self._editor_ready()
         own, wanted = self.encoder.encode([original["caption"], caption])
+        colour = next(iter(self.detect(caption).colours), None) or original.get("baseColour")
         return editor.variations(self._as_image(image), own, wanted, seed, list(variation_seeds),
-                                 self._strength(strength))
+                                 self._strength(strength), colour=colour)
 
     @staticmethod
     def _strength(strength: float | None) -> float:
@@ -341,11 +394,14 @@ class ModelService:
         return [dict(catalogue.product(row, score), thumbnail=catalogue.thumbnail(row)) for row, score in hits]
 
 
-def weights_fingerprint(path: str | Path) -> str:
-    """The first 16 hex digits of a weights file's sha256 (raises OSError)."""
+def weights_fingerprint(*paths: str | Path) -> str:
+    """The first 16 hex digits of the sha256 of the files' contents, in order (raises OSError, TypeError)."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def pick_seeds(n: int, seed: int | None = None) -> list[int]:

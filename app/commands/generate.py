@@ -57,8 +57,15 @@ def run(args: argparse.Namespace) -> None:
         for seed, image in zip(result.seeds, result.images):
             name = f"p{index:03d}_seed{seed}.png"
             image.save(out / name)
-            files.append({"file": name, "seed": seed})
+            files.append({"file": name, "seed": seed, **_exemplar(image)})
         results.append({"text": text, "detection": detection.to_dict(), "caption": detection.caption,
                         "images": files})
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     print(json.dumps({"out": str(out), "prompts": len(results), "images": len(results) * args.n}))
+
+
+def _exemplar(image) -> dict:
+    """{"exemplar": product id} for an image redrawn from a catalogue product, else {}."""
+    from models.exemplars import EXEMPLAR_KEY
+
+    return {"exemplar": image.info[EXEMPLAR_KEY]} if EXEMPLAR_KEY in image.info else {}

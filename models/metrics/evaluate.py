@@ -84,6 +84,9 @@ class EvalOptions:
     classifier_steps: int = ClassifierConfig.steps
     retrain_classifier: bool = False
     cache_dir: str = "data_cache"
+    editor: str = ""  # editing generator of the exemplar drawings; "" = weights/editor.pt
+    variety_only: bool = False  # only the per-request section (variety, realism, memorisation)
+    variety_seed: int | None = None  # which prompt cells and real sets A/B; None = --seed
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -222,6 +225,7 @@ class Evaluation:
         self.opts = opts
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self.variety_images: dict[str, list[np.ndarray]] = {}  # per setting, per prompt: its images
         if opts.threads:
             torch.set_num_threads(opts.threads)
         self.device = resolve_device(opts.device)
@@ -263,6 +267,8 @@ class Evaluation:
                         "short canonical, real title) at random; GAN-test: canonical_caption(type, [colour])",
             "seeds": {"fid_set": f"{opts.seed} + i", "gan_test": f"{opts.seed} + {GAN_TEST_SEED_OFFSET} + i"},
         }
+        if opts.variety_only:
+            return self._finish(start, {"variety": self.variety(train)})
         self.fid_sets()
         self.discriminator()
         self.gan_test()
@@ -278,6 +284,10 @@ class Evaluation:
         }
         with self.timed("plots_s", "plots"):
             self.report["plots"] = self.write_plots()
+        return self._finish(start)
+
+    def _finish(self, start: float, sections: dict | None = None) -> dict:
+        self.report.update(sections or {})
         self.timings["total_s"] = time.perf_counter() - start
         self.report["timings"] = {k: round(v, 2) for k, v in self.timings.items()}
         self.report["notes"] = self.notes
@@ -367,7 +377,13 @@ class Evaluation:
         request gets (models.metrics.variety), for raw seeds and as the app draws an answer (redraws, then the
         most distinct of CANDIDATES_PER_IMAGE draws per image), at psi 1 and 0.5."""
         from models.generate import CANDIDATES_PER_IMAGE, pick_distinct
-        from models.metrics.variety import PromptSet, setting_report
+        from models.metrics.variety import (
+            PromptSet,
+            exemplar_drawer,
+            setting_report,
+            training_exemplars,
+            variation_closeness,
+        )
 
         G, device = self.loaded.G, self.device
 
@@ -384,16 +400,23 @@ class Evaluation:
 
         with self.timed("variety_s", "variety and realism per request"):
             try:
-                prompts = PromptSet(self.held, train.images, self.vocab, self.clf, device, self.opts.seed)
+                seed = self.opts.seed if self.opts.variety_seed is None else self.opts.variety_seed
+                prompts = PromptSet(self.held, train.images, self.vocab, self.clf, device, seed)
             except ValueError as exc:  # a small data set
                 return {"skipped": str(exc)}
             out = {"prompts": len(prompts.captions), "real_variety": prompts.real_variety,
                    "real_accuracy": prompts.real_accuracy}
-            for name, psi, as_app in (("raw seeds, psi 1", 1.0, False), ("as the app draws, psi 1", 1.0, True),
-                                      ("as the app draws, psi 0.5", 0.5, True)):
-                result = setting_report(drawer(psi, as_app), prompts)
-                result.pop("images")
+            settings = {name: drawer(psi, as_app) for name, psi, as_app in (
+                ("raw seeds, psi 1", 1.0, False), ("as the app draws, psi 1", 1.0, True),
+                ("as the app draws, psi 0.5", 0.5, True))}
+            exemplars = training_exemplars(train, self.encoder, device, self.opts.editor)
+            settings["exemplars, seeds as they come"] = exemplar_drawer(exemplars, prompts, self.vocab, False)
+            settings["exemplars, as the app draws"] = exemplar_drawer(exemplars, prompts, self.vocab, True)
+            for name, draw in settings.items():
+                result = setting_report(draw, prompts)
+                self.variety_images[name] = result.pop("images")
                 out[name] = result
+            out["exemplars, more like this"] = variation_closeness(exemplars, prompts, self.vocab)
         return out
 
     def inception(self) -> dict:
@@ -560,12 +583,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-steps", type=int, default=d.classifier_steps)
     p.add_argument("--retrain-classifier", action="store_true")
     p.add_argument("--cache-dir", default=d.cache_dir)
+    p.add_argument("--editor", default=d.editor, help="editing generator of the exemplar drawings "
+                                                      "(default weights/editor.pt)")
+    p.add_argument("--variety-only", action="store_true",
+                   help="only the per-request section: variety, realism and memorisation per setting")
+    p.add_argument("--variety-seed", type=int, default=d.variety_seed,
+                   help="seed of the prompt cells and their real sets (default --seed)")
     return p
 
 
 def summary(report: dict) -> str:
     """A few lines for the terminal."""
     lines = [f"{report['checkpoint']} (step {report['step']}, {report['kind']})"]
+    if "gan_test" in report:
+        lines += _summary_of_the_generator(report)
+    variety = report.get("variety", {})
+    for name, m in variety.items():
+        if isinstance(m, dict) and "variety_ratio" in m:
+            v, k, g = m["variety_ratio"], m["knn"], m["gan_test_ratio"]
+            lines.append(f"  per request, {name}: variety x{v['pixels']:.2f} pixels / x{v['features']:.2f} features, "
+                         f"FID x{m['fid_ratio']:.2f}, precision {k['precision']:.2f} recall {k['recall']:.2f}, "
+                         f"GAN-test type x{g['type']:.2f} colour x{g['colour']:.2f}, "
+                         f"memorised {m['memorisation']['generated_rate']:.3f} "
+                         f"(held-out {m['memorisation']['held_out_rate']:.3f})")
+    closeness = variety.get("exemplars, more like this")
+    if closeness:
+        lines.append(f"  more like this (exemplars): {closeness['nearest_the_clicked_card']:.2f} of "
+                     f"{closeness['variations']} variations nearest the clicked card")
+    return "\n".join(lines)
+
+
+def _summary_of_the_generator(report: dict) -> list[str]:
+    lines = []
     d = report["discriminator"]
     if "skipped" not in d:
         lines.append(f"  D: accuracy {d['accuracy']:.3f} precision {d['precision']:.3f} "
@@ -584,15 +633,7 @@ def summary(report: dict) -> str:
     for psi, m in report.get("classifier_features_as_app", {}).items():
         lines.append(f"  classifier_features as the app draws ({psi}, redraws): FID {m['fid']:.3f} "
                      f"(x{_fmt(m['fid_ratio'])}), KID {m['kid']:.4f}")
-    variety = report.get("variety", {})
-    for name, m in variety.items():
-        if isinstance(m, dict) and "variety_ratio" in m:
-            v, k = m["variety_ratio"], m["knn"]
-            lines.append(f"  per request, {name}: variety x{v['pixels']:.2f} pixels / x{v['features']:.2f} features, "
-                         f"FID x{m['fid_ratio']:.2f}, precision {k['precision']:.2f} recall {k['recall']:.2f}, "
-                         f"memorised {m['memorisation']['generated_rate']:.3f} "
-                         f"(held-out {m['memorisation']['held_out_rate']:.3f})")
-    return "\n".join(lines)
+    return lines
 
 
 def _fmt(v) -> str:

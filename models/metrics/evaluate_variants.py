@@ -37,7 +37,7 @@ from models.data import load_table
 from models.metrics.classifier import ClassifierConfig, classify, load_or_train
 from models.metrics.recolour import colour_chroma, recolour
 from models.metrics.scores import fid_from_features
-from models.metrics.structure import identity_hits, mean_pairwise_distance
+from models.metrics.structure import identity_hits, mean_pairwise_distance, median_shade_difference
 from models.resources import EDITOR_WEIGHTS, GENERATOR_WEIGHTS
 from models.sampling import resolve_device
 
@@ -190,6 +190,7 @@ def score_method(variants: np.ndarray, ctx: dict) -> dict:
         "identity_similarity": float(np.concatenate(sims).mean()),
         "fid": fid_from_features(feats, ctx["real_target_feats"]),
         "variety_pixels": float(pixel_var), "variety_features": float(feat_var),
+        "shade_difference": median_shade_difference(variants),
     }
 
 

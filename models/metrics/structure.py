@@ -57,3 +57,20 @@ def mean_pairwise_distance(x: np.ndarray) -> float:
         return float("nan")
     i, j = np.triu_indices(len(x), k=1)
     return float(np.abs(x[i] - x[j]).mean(axis=1).mean())
+
+
+def colour_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean CIE76 colour difference (Delta E) between two uint8 (H, W, 3) images over the pixels where
+    either shows the item: about 2.3 is the smallest difference people notice."""
+    from models.colour import rgb_to_lab
+
+    region = silhouette(a[None])[0] | silhouette(b[None])[0]
+    if not region.any():
+        return 0.0
+    return float(np.linalg.norm(rgb_to_lab(a) - rgb_to_lab(b), axis=-1)[region].mean())
+
+
+def median_shade_difference(groups: np.ndarray) -> float:
+    """uint8 (N, k, H, W, 3): the median colour_difference over all pairs within each group."""
+    pairs = [colour_difference(g[i], g[j]) for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
+    return float(np.median(pairs)) if pairs else 0.0

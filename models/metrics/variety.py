@@ -109,3 +109,59 @@ def setting_report(draw, prompts: PromptSet) -> dict:
         "memorisation": memorisation_rates(_pixels(flat), held_b, prompts.train_pixels),
         "images": generated,
     }
+
+
+# ---- drawing from catalogue exemplars (models.exemplars) -------------------------------------------------
+
+def training_exemplars(train, encoder, device, editor: str | None = None):
+    """An ExemplarDrawer whose bank is the training split (never a held-out photo of the sets A and B), its
+    typical products read by the bundled search model as the app's catalogue marks them."""
+    from models.editing import PhotoEditor
+    from models.exemplars import ExemplarBank, ExemplarDrawer
+    from models.search.retrieval import SearchModel
+
+    model = SearchModel()
+    logp = np.concatenate([model.attribute_logprobs(train.images[i : i + 1024])[0]["articleType"]
+                           for i in range(0, len(train), 1024)])
+    bank = ExemplarBank.from_arrays(train.images, [r["articleType"] for r in train.rows],
+                                    [r["baseColour"] for r in train.rows], [r["gender"] for r in train.rows],
+                                    logp, list(model.config.article_types))
+    return ExemplarDrawer(PhotoEditor(editor or None, device), bank, encoder.encode)
+
+
+def exemplar_drawer(drawer, prompts: PromptSet, vocab, as_app: bool):
+    """`draw(caption, seeds)` for setting_report: the prompt's (type, colour) drawn from exemplars, as the
+    app draws an answer (the first seeds of a 3x pool with fresh exemplars) or each seed as it comes."""
+    from models.exemplars import Request
+    from models.generate import CANDIDATES_PER_IMAGE
+
+    cells = {cap: Request(vocab.article_types[t], [vocab.colours[c]]) for cap, (t, c) in
+             zip(prompts.captions, prompts.labels)}
+
+    def draw(caption: str, seeds: list[int]) -> np.ndarray:
+        request = cells[caption]
+        if as_app:
+            pool = list(range(seeds[0], seeds[0] + CANDIDATES_PER_IMAGE * len(seeds)))
+            images = drawer.draw_distinct(request, pool, len(seeds))[1]
+        else:
+            images = drawer.draw(request, seeds)
+        return np.stack([np.asarray(im) for im in images])
+    return draw
+
+
+def variation_closeness(drawer, prompts: PromptSet, vocab, n_prompts: int = 15, per_card: int = 4) -> dict:
+    """"More like this" on exemplar drawings: for each of an answer's 4 cards, `per_card` variations; the share
+    nearest (mean |pixel difference|) the clicked card among the 4 shown."""
+    from models.exemplars import Request
+
+    hits, total = 0, 0
+    for t, c in prompts.labels[:n_prompts]:
+        request = Request(vocab.article_types[t], [vocab.colours[c]])
+        seeds, shown = drawer.draw_distinct(request, list(range(12)), 4)
+        shown_px = np.stack([np.asarray(im, np.float32) for im in shown])
+        for k, seed in enumerate(seeds):
+            for image in drawer.variations(request, seed, [1000 + 10 * k + j for j in range(per_card)]):
+                d = np.abs(shown_px - np.asarray(image, np.float32)).mean(axis=(1, 2, 3))
+                hits += int(d.argmin() == k)
+                total += 1
+    return {"variations": total, "nearest_the_clicked_card": hits / total if total else None}

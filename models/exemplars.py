@@ -1,0 +1,213 @@
+"""Text-to-image from catalogue exemplars (instance-conditioned generation, as IC-GAN does).
+
+Each seed picks a real product of the named item type from the catalogue (its exemplar) and the editing
+generator (models.editing) redraws it as the request asks: the exemplar brings a design (shape, cut,
+print), the caption decides the colour and the seed the shade. Four seeds are four designs, so one
+answer shows four different products where the text-only generator drew about one per caption.
+
+Never the exemplar itself: exemplars always come from *other* colours than the one drawn, so every
+drawing is a recolour, and models.metrics.variety measures how often a drawing is still as close to a
+catalogue photo as only the closest 5% of unseen real photos are. A request without a colour takes one
+per seed, as often as the catalogue holds the item in it. Item types without an exemplar in another
+colour are left to the text-only generator (`draw` returns None).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.captions import canonical_caption
+from models.editing import VARIATION_AMOUNT, PhotoEditor
+from models.search.catalog import gender_labels
+
+# Strength of the exemplar's edit (1 = the full change of colour), the seeds' shade spread (as
+# models.editing.SHADE_AMOUNT) and how sure the search model must be of an exemplar's type. Chosen on other
+# prompt cells than the reported ones (models.metrics.evaluate --variety-only --variety-seed 1), among
+# strengths 0.6-1.0, spreads 0-1 and sureness 0-0.85: at 0.6 the colour changed too little (0.70x real
+# photos'), at 0.65 drawings stayed as near their exemplars as memorised ones (7%, against 5%), and from
+# 0.75 up FID and item type fell (2.6x the floor, 0.86x); 0.675 / 0.25 / 0.85 had the lowest FID (1.97x)
+# with type 0.93x, colour 0.98x and 4% memorised.
+EXEMPLAR_STRENGTH = 0.675
+EXEMPLAR_SHADE = 0.25
+TYPICAL_CONFIDENCE = 0.85
+EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
+EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
+MIN_DISTANCE = 0.05  # mean |pixel difference| (0-1) under which two drawings count as the same product
+MAX_POOL_ROUNDS = 3  # pools of seeds drawn at most while an answer still lacks fresh exemplars
+
+
+@dataclass
+class ExemplarBank:
+    """The products exemplars are drawn from: labels per row, and each row's 64x64 photo on demand."""
+
+    article_types: np.ndarray  # str per product
+    colours: np.ndarray
+    genders: np.ndarray
+    photo: Callable[[int], np.ndarray]  # row -> uint8 (64, 64, 3), square on white
+    # Products whose photo the search model reads as their own item type, at TYPICAL_CONFIDENCE or more:
+    # clear examples of it (a product whose photo looks like another type would be drawn as that one).
+    # None: every product.
+    typical: np.ndarray | None = None
+    ids: np.ndarray | None = None  # product ids (a drawing's tag); None: the row numbers
+
+    def key(self, row: int):
+        return str(self.ids[row]) if self.ids is not None else int(row)
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, article_types, colours, genders,
+                    type_logprobs: np.ndarray | None = None, type_labels=None) -> ExemplarBank:
+        """Arrays of the products; the search model's item-type log-probabilities of their photos (with
+        its label list) mark the typical ones."""
+        article_types = np.asarray(article_types, str)
+        return cls(article_types, np.asarray(colours, str), np.asarray(genders, str), lambda row: images[row],
+                   _typical(article_types, type_logprobs, type_labels))
+
+    @classmethod
+    def from_catalogue(cls, catalogue) -> ExemplarBank:
+        """A models.search.catalog.Catalogue: its thumbnails are the photos, its stored attribute-head
+        log-probabilities mark the typical products."""
+        article_types = np.asarray(catalogue.article_types, str)
+        labels = catalogue.meta.get("attribute_labels", {}).get("articleType")
+        return cls(article_types, np.asarray(catalogue.colours, str), np.asarray(catalogue.genders, str),
+                   lambda row: np.asarray(catalogue.thumbnail(row)),
+                   _typical(article_types, catalogue.attributes.get("articleType"), labels),
+                   np.asarray(catalogue.ids, str))
+
+    def rows(self, article_type: str, gender: str | None = None) -> np.ndarray:
+        """Typical products of the item type (and of the gender, with unisex ones, when one is named)."""
+        keep = self.article_types == article_type
+        if self.typical is not None:
+            keep &= self.typical
+        if gender:
+            keep &= np.isin(np.char.lower(self.genders), sorted(gender_labels(gender)))
+        return np.flatnonzero(keep)
+
+
+@dataclass
+class Request:
+    """What a caption asks for, in catalogue labels (as the keyword detector reads it)."""
+
+    article_type: str | None
+    colours: list[str]
+    gender: str | None = None
+    usage: str | None = None
+    attributes: tuple[str, ...] = ()
+
+    def caption(self, colour: str | None) -> str:
+        """The caption of the request drawn in `colour` (the asked colours when it names some)."""
+        return canonical_caption(self.article_type, self.colours or ([colour] if colour else []), self.gender,
+                                 self.usage, self.attributes)
+
+
+class ExemplarDrawer:
+    def __init__(self, editor: PhotoEditor, bank: ExemplarBank, encode: Callable[[list[str]], torch.Tensor],
+                 strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE):
+        self.editor, self.bank, self.encode, self.strength, self.shade = editor, bank, encode, strength, shade
+
+    def can_draw(self, request: Request) -> bool:
+        if not request.article_type:
+            return False
+        held = set(self.bank.colours[self.bank.rows(request.article_type, request.gender)].tolist())
+        # another colour to start from: for an asked colour any but it, else one besides each colour drawn
+        return bool(held - {request.colours[0]}) if request.colours else len(held) >= 2
+
+    def draw(self, request: Request, seeds: list[int]) -> list | None:
+        """One PIL image per seed for the request (each tagged with its exemplar, `bank.key(row)`, in
+        `image.info[EXEMPLAR_KEY]`), or None when the bank holds no exemplar to draw it from."""
+        if not seeds or not self.can_draw(request):
+            return None
+        rows = self.bank.rows(request.article_type, request.gender)
+        picks = [self.pick(request, rows, seed) for seed in seeds]
+        photos = np.stack([self.bank.photo(row) for row, _ in picks])
+        own = self.encode([self.own_caption(row) for row, _ in picks])
+        wanted = self.encode([request.caption(colour) for _, colour in picks])
+        images = [None] * len(seeds)
+        for colour in dict.fromkeys(c for _, c in picks):  # one batch per colour: its shades' spread
+            idx = [i for i, (_, c) in enumerate(picks) if c == colour]
+            drawn = self.editor.edit_many(photos[idx], own[idx], wanted[idx], [seeds[i] for i in idx],
+                                          self.strength, colour, self.shade)
+            for i, image in zip(idx, drawn):
+                images[i] = _tagged(image, self.bank.key(picks[i][0]))
+        return images
+
+    def draw_distinct(self, request: Request, seeds: list[int], n: int, avoid: list = ()):
+        """n drawings, in seed order, each from an exemplar not yet used in this answer or in `avoid`
+        (images already shown for the request) and not within MIN_DISTANCE of one of them -> (their seeds,
+        images). While `seeds` give fewer, the seeds after them are drawn too (MAX_POOL_ROUNDS pools in
+        all); a bank too small even then repeats. None when the bank cannot draw the request."""
+        pool, drawn = list(seeds), self.draw(request, list(seeds))
+        if drawn is None:
+            return None
+        chosen = self._fresh(drawn, n, avoid)
+        for _ in range(MAX_POOL_ROUNDS - 1):
+            if len(chosen) >= n:
+                break
+            more = list(range(max(pool) + 1, max(pool) + 1 + len(seeds)))
+            pool, drawn = pool + more, drawn + self.draw(request, more)
+            chosen = self._fresh(drawn, n, avoid)
+        chosen += [i for i in range(len(drawn)) if i not in chosen][: n - len(chosen)]
+        return [pool[i] for i in chosen], [drawn[i] for i in chosen]
+
+    @staticmethod
+    def _fresh(drawn: list, n: int, avoid: list) -> list[int]:
+        used = {im.info.get(EXEMPLAR_KEY) for im in avoid} - {None}
+        shown = [_pixels(im) for im in avoid]
+        chosen = []
+        for i, image in enumerate(drawn):
+            pixels = _pixels(image)
+            if image.info[EXEMPLAR_KEY] in used or any(np.abs(pixels - s).mean() < MIN_DISTANCE for s in shown):
+                continue
+            chosen.append(i)
+            used.add(image.info[EXEMPLAR_KEY])
+            shown.append(pixels)
+            if len(chosen) == n:
+                break
+        return chosen
+
+    def variations(self, request: Request, seed: int, variation_seeds: list[int],
+                   amount: float = VARIATION_AMOUNT) -> list | None:
+        """Near variations of the seed's drawing ("More like this"): the same exemplar and colour, its
+        noise and shade moved `amount` of the way towards each variation seed's."""
+        if not self.can_draw(request):
+            return None
+        row, colour = self.pick(request, self.bank.rows(request.article_type, request.gender), seed)
+        own, wanted = self.encode([self.own_caption(row), request.caption(colour)])
+        images = self.editor.variations(Image.fromarray(self.bank.photo(row)), own, wanted, seed,
+                                        list(variation_seeds), self.strength, amount, colour, self.shade)
+        return [_tagged(image, self.bank.key(row)) for image in images]
+
+    def pick(self, request: Request, rows: np.ndarray, seed: int) -> tuple[int, str]:
+        """The seed's (exemplar row, colour to draw it in): the asked colour, or (none asked) one the item
+        comes in, as often as the bank holds it; the exemplar among the item's products in other colours."""
+        labels = self.bank.colours[rows]
+        if request.colours:
+            colour = request.colours[0]
+        else:
+            names, counts = np.unique(labels, return_counts=True)
+            colour = str(np.random.default_rng(int(seed) + EXEMPLAR_STREAM + 1).choice(names, p=counts / counts.sum()))
+        pool = rows[labels != colour]  # never empty where can_draw holds
+        return int(pool[np.random.default_rng(int(seed) + EXEMPLAR_STREAM).integers(len(pool))]), colour
+
+    def own_caption(self, row: int) -> str:
+        return canonical_caption(self.bank.article_types[row], [self.bank.colours[row]])
+
+
+def _typical(article_types: np.ndarray, logprobs: np.ndarray | None, labels) -> np.ndarray | None:
+    if logprobs is None or not labels:
+        return None
+    logprobs = np.asarray(logprobs, np.float32)
+    read = np.asarray(labels)[logprobs.argmax(axis=1)]
+    return (read == article_types) & (np.exp(logprobs.max(axis=1)) >= TYPICAL_CONFIDENCE)
+
+
+def _tagged(image: Image.Image, key) -> Image.Image:
+    image.info[EXEMPLAR_KEY] = key
+    return image
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255.0

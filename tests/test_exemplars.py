@@ -1,0 +1,162 @@
+"""Text-to-image from catalogue exemplars: seeds pick real products of the named type in other colours and
+the shipped editor redraws them as asked; seeded shades (models.shades). Real fixture photos, real weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.data import load_table
+from models.metrics.structure import structural_similarity
+from models.shades import MAX_SIGMA, ShadeTable, apply_shade, build_shade_table, foreground_means, unit_draw
+
+
+@pytest.fixture(scope="module")
+def table(pack_path):
+    return load_table(pack_path)
+
+
+@pytest.fixture(scope="module")
+def drawer(table):
+    from models.editing import PhotoEditor
+    from models.exemplars import ExemplarBank, ExemplarDrawer
+    from models.text_encoder import get_text_encoder
+
+    bank = ExemplarBank.from_arrays(table.images, [r["articleType"] for r in table.rows],
+                                    [r["baseColour"] for r in table.rows], [r["gender"] for r in table.rows])
+    return ExemplarDrawer(PhotoEditor(device="cpu"), bank, get_text_encoder().encode)
+
+
+def _px(image) -> np.ndarray:
+    return np.asarray(image).astype(np.float64)
+
+
+# ---- shades -------------------------------------------------------------------------------------------
+
+def test_shade_table_of_real_photos_orders_colours_by_lightness(table):
+    shades = build_shade_table(np.concatenate([table.images] * 4), [r["baseColour"] for r in table.rows] * 4)
+    assert shades.means["White"][0] > shades.means["Black"][0] + 10  # L*: white items are lighter
+    assert shades.means["Red"][1] > shades.means["Green"][1] + 10  # a*: red against green
+    bundled = ShadeTable.load()
+    assert {"Black", "White", "Red", "Blue", "Navy Blue"} <= set(bundled.means)
+
+
+def test_a_seed_always_draws_the_same_shade_and_never_a_freak_one():
+    shades = ShadeTable.load()
+    a = shades.offsets("Red", [1, 2, 3])
+    assert np.array_equal(a[1], shades.offsets("Red", [2])[0])  # a seed alone: the same shade
+    assert len({tuple(row) for row in np.round(a, 6)}) == 3
+    assert all(np.linalg.norm(unit_draw(s)) <= MAX_SIGMA + 1e-9 for s in range(500))
+    assert not shades.offsets("Red", [4], amount=0.0).any()
+    near = shades.offsets("Red", [7, 8], around=4, closeness=0.3)
+    far = shades.offsets("Red", [7, 8])
+    assert (np.linalg.norm(near - shades.offsets("Red", [4]), axis=1)
+            < np.linalg.norm(far - shades.offsets("Red", [4]), axis=1)).all()
+
+
+def test_apply_shade_moves_the_item_and_keeps_the_background(table):
+    photo = table.images[0]
+    weight = (photo.min(axis=-1) <= 235).astype(float)
+    out = apply_shade(photo, weight, np.array([-15.0, 0.0, 0.0]))
+    assert np.array_equal(out[weight == 0], photo[weight == 0])
+    before, after = foreground_means(photo[None])[0], foreground_means(out[None])[0]
+    assert after[0] < before[0] - 8  # darker by most of the 15 L* asked (clipping loses some)
+    assert np.array_equal(apply_shade(photo, weight, np.zeros(3)), photo)
+
+
+# ---- exemplar drawing ---------------------------------------------------------------------------------
+
+def test_each_seed_redraws_a_real_product_of_the_type_in_the_asked_colour(drawer, table):
+    from models.exemplars import EXEMPLAR_KEY, Request
+
+    images = drawer.draw(Request("Tshirts", ["Red"]), [0, 1, 2, 3, 4, 5])
+    rows = [im.info[EXEMPLAR_KEY] for im in images]
+    assert all(table.rows[r]["articleType"] == "Tshirts" and table.rows[r]["baseColour"] != "Red" for r in rows)
+    assert len(set(rows)) >= 3  # seeds start from different products
+    tshirts = [i for i, r in enumerate(table.rows) if r["articleType"] == "Tshirts"]
+    for image, row in zip(images, rows):
+        pixels = np.asarray(image)
+        assert np.abs(_px(pixels) - _px(table.images[row])).mean() > 4  # a redrawing, not the photo itself
+        similarity = structural_similarity(np.repeat(pixels[None], len(tshirts), 0), table.images[tshirts])
+        assert tshirts[int(similarity.argmax())] == row  # ... of that product's shape and print
+    again = drawer.draw(Request("Tshirts", ["Red"]), [2])[0]
+    assert np.array_equal(np.asarray(again), np.asarray(images[2]))  # a seed reproduces its image
+
+
+def test_redrawn_in_the_asked_colour(drawer, table):
+    """The asked colour shows: red drawings are redder (Lab a*) than the same exemplars drawn in green."""
+    from models.exemplars import Request
+
+    seeds = list(range(8))
+    red = drawer.draw(Request("Tshirts", ["Red"]), seeds)
+    green = drawer.draw(Request("Tshirts", ["Green"]), seeds)
+    a_red = foreground_means(np.stack([np.asarray(im) for im in red]))[:, 1]
+    a_green = foreground_means(np.stack([np.asarray(im) for im in green]))[:, 1]
+    assert a_red.mean() > a_green.mean() + 5
+
+
+def test_an_answer_never_repeats_a_product_and_show_me_more_avoids_the_shown(drawer):
+    from models.exemplars import EXEMPLAR_KEY, Request
+
+    request = Request("Tshirts", ["Blue"])
+    seeds, first = drawer.draw_distinct(request, list(range(12)), 4)
+    rows = [im.info[EXEMPLAR_KEY] for im in first]
+    assert len(seeds) == 4 and len(set(rows)) == 4
+    _, more = drawer.draw_distinct(request, list(range(100, 112)), 4, avoid=first)
+    assert not {im.info[EXEMPLAR_KEY] for im in more} & set(rows)
+
+
+def test_a_request_without_colour_takes_one_per_seed_and_starts_from_another(drawer, table):
+    from models.exemplars import Request
+
+    request = Request("Shirts", [])
+    rows = drawer.bank.rows("Shirts")
+    held = set(drawer.bank.colours[rows])
+    picks = [drawer.pick(request, rows, seed) for seed in range(20)]
+    assert all(colour in held and table.rows[row]["baseColour"] != colour for row, colour in picks)
+    assert len({colour for _, colour in picks}) >= 3
+
+
+def test_types_it_cannot_draw_are_left_to_the_text_generator(drawer):
+    from models.exemplars import Request
+
+    assert drawer.draw(Request("Sarees", ["Red"]), [0]) is None  # none in the fixture bank
+    assert drawer.draw(Request(None, ["Red"]), [0]) is None
+    only = [t for t in set(drawer.bank.article_types)
+            if len(set(drawer.bank.colours[drawer.bank.rows(t)])) == 1]
+    for article_type in only:  # every product of it has one colour: no other colour to start from
+        colour = drawer.bank.colours[drawer.bank.rows(article_type)][0]
+        assert not drawer.can_draw(Request(article_type, [colour]))
+
+
+def test_more_like_this_stays_nearest_the_clicked_drawing(drawer):
+    from models.exemplars import Request
+
+    request = Request("Tshirts", ["Blue"])
+    seeds, shown = drawer.draw_distinct(request, list(range(12)), 4)
+    shown_px = np.stack([_px(im) for im in shown])
+    near = drawer.variations(request, seeds[1], [500, 501, 502])
+    for image in near:
+        assert np.abs(shown_px - _px(image)).mean(axis=(1, 2, 3)).argmin() == 1
+
+
+def test_the_app_draws_text_requests_from_catalogue_exemplars():
+    """The service: a type the catalogue holds comes from exemplars (tagged), "More like this" keeps the
+    exemplar; a caption naming no type is drawn by the text-only generator."""
+    from app.chat.service import ModelService
+    from models.exemplars import EXEMPLAR_KEY
+
+    service = ModelService(device="cpu")
+    service.load()
+    generated = service.generate_distinct("red dresses, women", list(range(12)), 4)
+    ids = [im.info.get(EXEMPLAR_KEY) for im in generated.images]
+    catalogue = service.retriever.catalogue
+    assert None not in ids and len(set(ids)) == 4
+    rows = [list(catalogue.ids).index(pid) for pid in ids]
+    assert all(catalogue.article_types[r] == "Dresses" and catalogue.colours[r] != "Red" for r in rows)
+    near = service.variations("red dresses, women", generated.seeds[0], [7, 8], 0.2)
+    assert [im.info[EXEMPLAR_KEY] for im in near] == [ids[0]] * 2
+    plain = service.generate("red fashion item", [0, 1])
+    assert all(EXEMPLAR_KEY not in im.info for im in plain.images) and len(plain.images) == 2
+    assert service.variations("red fashion item", 0, [1], 0.2) is None
+    assert isinstance(generated.images[0], Image.Image) and generated.images[0].size == (64, 64)
