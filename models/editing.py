@@ -166,6 +166,17 @@ SHADE_AMOUNT = 0.75
 SHADE_MASK_FULL = 0.5  # the editor's blend mask from which a pixel takes the whole shade (below: that share)
 
 
+BACKGROUND_MARGIN = 2  # px around the item where the editor may still draw (edges, shadows)
+
+
+def open_background(photo: torch.Tensor) -> torch.Tensor:
+    """NCHW photos in [-1, 1] -> bool (N, 1, H, W): white background farther than BACKGROUND_MARGIN from
+    the item, where a variant keeps the photo's own pixels (the net paints faint ghosts there)."""
+    item = (photo.min(dim=1, keepdim=True).values <= WHITE_LEVEL / 127.5 - 1).float()
+    size = 2 * BACKGROUND_MARGIN + 1
+    return F.max_pool2d(item, size, stride=1, padding=BACKGROUND_MARGIN) == 0
+
+
 class PhotoEditor:
     """Loads the bundled editing generator once; photo + captions + seeds -> 64x64 PIL variants, each seed
     in its own shade of the colour (models.shades)."""
@@ -186,6 +197,7 @@ class PhotoEditor:
         self.step = int(ckpt.get("step", 0))
         self.shades = shades if shades is not None else ShadeTable.load()
         self.shade_amount = shade_amount
+        self.keep_background = True
 
     def photo_tensor(self, image) -> torch.Tensor:
         """A PIL photo (any size) -> the 64x64 square-on-white input, or NotEditable."""
@@ -236,6 +248,8 @@ class PhotoEditor:
         s = float(min(max(strength, 0.0), 1.0))
         text, z = strength_condition(own, wanted, z.to(self.device), s)
         out, mask = self.net(photo, text, own, z, return_mask=True)
+        if self.keep_background:
+            out = torch.where(open_background(photo), photo, out)
         pixels = np.stack([np.asarray(im) for im in tensor_to_images(out)])
         # the shade goes where the editor draws the item: its mask, full from SHADE_MASK_FULL up
         weight = np.clip(mask[:, 0].float().cpu().numpy() / SHADE_MASK_FULL, 0, 1) * item_weight(pixels)

@@ -34,6 +34,7 @@ from models.search.catalog import gender_labels
 EXEMPLAR_STRENGTH = 0.675
 EXEMPLAR_SHADE = 0.25
 TYPICAL_CONFIDENCE = 0.85
+MIN_COLOUR_CHANGE = 0.0  # exemplars' colours at least this far (CIE76, mean shades) from the one drawn
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
 MIN_DISTANCE = 0.05  # mean |pixel difference| (0-1) under which two drawings count as the same product
@@ -105,8 +106,10 @@ class Request:
 
 class ExemplarDrawer:
     def __init__(self, editor: PhotoEditor, bank: ExemplarBank, encode: Callable[[list[str]], torch.Tensor],
-                 strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE):
+                 strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE,
+                 min_change: float = MIN_COLOUR_CHANGE):
         self.editor, self.bank, self.encode, self.strength, self.shade = editor, bank, encode, strength, shade
+        self.min_change = min_change
 
     def can_draw(self, request: Request) -> bool:
         if not request.article_type:
@@ -190,6 +193,10 @@ class ExemplarDrawer:
             names, counts = np.unique(labels, return_counts=True)
             colour = str(np.random.default_rng(int(seed) + EXEMPLAR_STREAM + 1).choice(names, p=counts / counts.sum()))
         pool = rows[labels != colour]  # never empty where can_draw holds
+        far = [c for c in np.unique(labels[labels != colour]).tolist()
+               if self.editor.shades.distance(c, colour) >= self.min_change]
+        if far:  # a near colour would leave the drawing too close to its exemplar
+            pool = rows[np.isin(labels, far)]
         return int(pool[np.random.default_rng(int(seed) + EXEMPLAR_STREAM).integers(len(pool))]), colour
 
     def own_caption(self, row: int) -> str:

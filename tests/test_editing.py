@@ -216,3 +216,20 @@ def test_each_seed_draws_its_own_shade_of_the_asked_colour(service, two_photos):
     assert np.array_equal(np.asarray(alone.images[0]), np.asarray(shown[0].images[2]))
     same = structural_similarity(stack(shown[0].images), np.repeat(np.asarray(two_photos[0])[None], 6, 0))
     assert (same > 0.6).all(), same
+
+
+def test_the_open_background_stays_the_photos_own(service, two_photos):
+    """White background farther than BACKGROUND_MARGIN from the item is the photo's, pixel for pixel (the
+    net alone paints faint ghosts there); the item itself changes."""
+    from models.data import images_to_tensor
+    from models.editing import open_background
+
+    photo = np.asarray(two_photos[1])
+    keep = open_background(images_to_tensor(photo[None]))[0, 0].numpy()
+    assert 0.2 < keep.mean() < 0.95  # a real product photo: background around an item
+    shown, _ = service.variants(two_photos[1], "in green", seeds=[0, 1])
+    for image in shown.images:
+        pixels = np.asarray(image)
+        assert np.array_equal(pixels[keep], photo[keep])
+        assert np.abs(pixels[~keep].astype(int) - photo[~keep].astype(int)).mean() > 5
+    assert not open_background(torch.full((1, 3, 8, 8), -1.0)).any()  # all item (black): nothing kept

@@ -133,3 +133,33 @@ def test_setting_report_on_the_fixture_pack(pack_path):
     assert copies["variety"]["pixels"] == 0 and copies["variety_ratio"]["features"] == 0
     memorised = setting_report(lambda caption, seeds: train.images[: len(seeds)], prompts)
     assert memorised["memorisation"]["generated_rate"] == 1.0
+
+
+def test_exemplar_drawings_on_the_fixture_pack(pack_path):
+    """Drawn from the training half's products: varied, not copies of their exemplars, and "More like this"
+    stays nearest the clicked card."""
+    from models.data import load_table
+    from models.metrics.classifier import ClassifierConfig, train_classifier
+    from models.metrics.variety import (
+        PromptSet,
+        exemplar_drawer,
+        setting_report,
+        training_exemplars,
+        variation_closeness,
+    )
+    from models.text_encoder import get_text_encoder
+
+    table = load_table(pack_path)
+    clf, vocab, _ = train_classifier(table, ClassifierConfig(steps=30, width=8), "cpu")
+    train, held = table.subset(range(0, 240, 2)), table.subset(range(1, 240, 2))
+    prompts = PromptSet(held, train.images, vocab, clf, "cpu", per_prompt=2)
+    drawer = training_exemplars(train, get_text_encoder(), torch.device("cpu"))
+    drawer.bank.typical = None  # a few products per type here: every one may serve
+    copies, fell_back = lambda caption, seeds: train.images[: len(seeds)], []
+    report = setting_report(exemplar_drawer(drawer, prompts, vocab, True, copies, fell_back), prompts)
+    assert not fell_back and report["variety_ratio"]["pixels"] > 0.3  # one repeated image: 0
+    # 120 training photos make every held-out photo far from them, so the rate says little here; the distance
+    # to the nearest training photo (a copy: 0) says the drawings are redrawn, not returned
+    assert report["memorisation"]["median_nn_distance"]["generated"] > 1.0
+    closeness = variation_closeness(drawer, prompts, vocab, n_prompts=3, per_card=2)
+    assert closeness["variations"] >= 8 and closeness["nearest_the_clicked_card"] >= 0.8

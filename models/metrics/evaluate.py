@@ -410,12 +410,14 @@ class Evaluation:
                 ("raw seeds, psi 1", 1.0, False), ("as the app draws, psi 1", 1.0, True),
                 ("as the app draws, psi 0.5", 0.5, True))}
             exemplars = training_exemplars(train, self.encoder, device, self.opts.editor)
-            settings["exemplars, seeds as they come"] = exemplar_drawer(exemplars, prompts, self.vocab, False)
-            settings["exemplars, as the app draws"] = exemplar_drawer(exemplars, prompts, self.vocab, True)
+            fell_back = {"exemplars, seeds as they come": [], "exemplars, as the app draws": []}
+            for name, fallback in zip(fell_back, (settings["raw seeds, psi 1"], settings["as the app draws, psi 1"])):
+                settings[name] = exemplar_drawer(exemplars, prompts, self.vocab, name.endswith("app draws"),
+                                                 fallback, fell_back[name])
             for name, draw in settings.items():
                 result = setting_report(draw, prompts)
                 self.variety_images[name] = result.pop("images")
-                out[name] = result
+                out[name] = result | ({"drawn_by_the_text_generator": fell_back[name]} if name in fell_back else {})
             out["exemplars, more like this"] = variation_closeness(exemplars, prompts, self.vocab)
         return out
 

@@ -9,7 +9,8 @@ two disjoint sets of PER_PROMPT real photos, A (the reference) and B (the real-v
   against A; classifier-feature FID against A, with B's as the floor;
 - GAN-test on the same images (type and colour as prompted), against A's accuracy;
 - memorisation (scores.memorisation_rates): how often an image is as close to a training photo as only
-  the closest 5% of held-out photos (B) are.
+  the closest 5% of held-out photos of the same cells are (up to MEMORISATION_PER_CELL per cell: the 5th
+  percentile of B's 8 per cell alone swung from 0.3 to 2.0 between seeds, with a near-duplicate or two).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from models.metrics.classifier import classify
 from models.metrics.structure import mean_pairwise_distance
 
 PER_PROMPT = 8  # images per prompt (and real photos per cell)
+MEMORISATION_PER_CELL = 64  # held-out photos per cell behind the memorisation threshold
 MAX_PROMPTS = 82
 
 
@@ -68,6 +70,7 @@ class PromptSet:
         self.labels = np.array([[vocab.article_types.index(t), vocab.colours.index(c)] for t, c, _ in cells])
         self.real_a = [held.images[rows[:per_prompt]] for _, _, rows in cells]
         self.real_b = [held.images[rows[per_prompt:]] for _, _, rows in cells]
+        self.memorisation_reference = _pixels(_cell_photos(held, cells, MEMORISATION_PER_CELL, seed))
         self.clf, self.device, self.seed = clf, device, seed
         self.train_pixels = _pixels(train_images)
         self.feats_a = classify(clf, np.concatenate(self.real_a), device)[2]
@@ -76,6 +79,19 @@ class PromptSet:
         t, c, _ = classify(clf, np.concatenate(self.real_a), device)
         want = np.repeat(self.labels, per_prompt, axis=0)
         self.real_accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
+
+
+def _cell_photos(held, cells, per_cell: int, seed: int) -> np.ndarray:
+    """Up to `per_cell` held-out photos of each prompt cell, A and B among them."""
+    by_cell = defaultdict(list)
+    for i, r in enumerate(held.rows):
+        by_cell[(r["articleType"], r["baseColour"])].append(i)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t, c, _ in cells:
+        members = by_cell[(t, c)]
+        rows += rng.choice(members, min(per_cell, len(members)), replace=False).tolist()
+    return held.images[sorted(rows)]
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:
@@ -99,14 +115,13 @@ def setting_report(draw, prompts: PromptSet) -> dict:
     want = np.repeat(prompts.labels, prompts.per_prompt, axis=0)
     gen_v = variety(generated, prompts.clf, prompts.device)
     fid, floor = fid_from_features(feats, prompts.feats_a), fid_from_features(prompts.feats_b, prompts.feats_a)
-    held_b = _pixels(np.concatenate(prompts.real_b))
     accuracy = {"type": float((t == want[:, 0]).mean()), "colour": float((c == want[:, 1]).mean())}
     return {
         "variety": gen_v, "variety_ratio": {k: _ratio(gen_v[k], prompts.real_variety[k]) for k in gen_v},
         "fid": fid, "fid_floor": floor, "fid_ratio": _ratio(fid, floor),
         "knn": knn_precision_recall(prompts.feats_a, feats),
         "gan_test": accuracy, "gan_test_ratio": {k: _ratio(accuracy[k], prompts.real_accuracy[k]) for k in accuracy},
-        "memorisation": memorisation_rates(_pixels(flat), held_b, prompts.train_pixels),
+        "memorisation": memorisation_rates(_pixels(flat), prompts.memorisation_reference, prompts.train_pixels),
         "images": generated,
     }
 
@@ -126,12 +141,14 @@ def training_exemplars(train, encoder, device, editor: str | None = None):
     bank = ExemplarBank.from_arrays(train.images, [r["articleType"] for r in train.rows],
                                     [r["baseColour"] for r in train.rows], [r["gender"] for r in train.rows],
                                     logp, list(model.config.article_types))
-    return ExemplarDrawer(PhotoEditor(editor or None, device), bank, encoder.encode)
+    return ExemplarDrawer(PhotoEditor(editor or None, getattr(device, "type", device)), bank, encoder.encode)
 
 
-def exemplar_drawer(drawer, prompts: PromptSet, vocab, as_app: bool):
+def exemplar_drawer(drawer, prompts: PromptSet, vocab, as_app: bool, fallback, fell_back: list | None = None):
     """`draw(caption, seeds)` for setting_report: the prompt's (type, colour) drawn from exemplars, as the
-    app draws an answer (the first seeds of a 3x pool with fresh exemplars) or each seed as it comes."""
+    app draws an answer (the first seeds of a 3x pool with fresh exemplars) or each seed as it comes; a
+    prompt the bank cannot draw goes to `fallback(caption, seeds)` (as the app's text-only generator) and
+    into `fell_back`."""
     from models.exemplars import Request
     from models.generate import CANDIDATES_PER_IMAGE
 
@@ -140,6 +157,10 @@ def exemplar_drawer(drawer, prompts: PromptSet, vocab, as_app: bool):
 
     def draw(caption: str, seeds: list[int]) -> np.ndarray:
         request = cells[caption]
+        if not drawer.can_draw(request):
+            if fell_back is not None:
+                fell_back.append(caption)
+            return fallback(caption, seeds)
         if as_app:
             pool = list(range(seeds[0], seeds[0] + CANDIDATES_PER_IMAGE * len(seeds)))
             images = drawer.draw_distinct(request, pool, len(seeds))[1]
@@ -157,6 +178,8 @@ def variation_closeness(drawer, prompts: PromptSet, vocab, n_prompts: int = 15, 
     hits, total = 0, 0
     for t, c in prompts.labels[:n_prompts]:
         request = Request(vocab.article_types[t], [vocab.colours[c]])
+        if not drawer.can_draw(request):
+            continue
         seeds, shown = drawer.draw_distinct(request, list(range(12)), 4)
         shown_px = np.stack([np.asarray(im, np.float32) for im in shown])
         for k, seed in enumerate(seeds):
