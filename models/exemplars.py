@@ -34,10 +34,11 @@ from models.search.catalog import gender_labels
 EXEMPLAR_STRENGTH = 0.675
 EXEMPLAR_SHADE = 0.25
 TYPICAL_CONFIDENCE = 0.85
-MIN_COLOUR_CHANGE = 0.0  # exemplars' colours at least this far (CIE76, mean shades) from the one drawn
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
-MIN_DISTANCE = 0.05  # mean |pixel difference| (0-1) under which two drawings count as the same product
+# Mean |pixel difference| (0-1) under which two drawings count as the same product shown twice (the
+# catalogue holds a few duplicate photos under two ids). Small: two black shoes on white differ by ~0.03.
+DUPLICATE_DISTANCE = 0.01
 MAX_POOL_ROUNDS = 3  # pools of seeds drawn at most while an answer still lacks fresh exemplars
 
 
@@ -106,10 +107,8 @@ class Request:
 
 class ExemplarDrawer:
     def __init__(self, editor: PhotoEditor, bank: ExemplarBank, encode: Callable[[list[str]], torch.Tensor],
-                 strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE,
-                 min_change: float = MIN_COLOUR_CHANGE):
+                 strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE):
         self.editor, self.bank, self.encode, self.strength, self.shade = editor, bank, encode, strength, shade
-        self.min_change = min_change
 
     def can_draw(self, request: Request) -> bool:
         if not request.article_type:
@@ -125,21 +124,25 @@ class ExemplarDrawer:
             return None
         rows = self.bank.rows(request.article_type, request.gender)
         picks = [self.pick(request, rows, seed) for seed in seeds]
-        photos = np.stack([self.bank.photo(row) for row, _ in picks])
-        own = self.encode([self.own_caption(row) for row, _ in picks])
-        wanted = self.encode([request.caption(colour) for _, colour in picks])
-        images = [None] * len(seeds)
-        for colour in dict.fromkeys(c for _, c in picks):  # one batch per colour: its shades' spread
-            idx = [i for i, (_, c) in enumerate(picks) if c == colour]
+        return self._draw_rows(request, [r for r, _ in picks], [c for _, c in picks], list(seeds))
+
+    def _draw_rows(self, request: Request, rows: list[int], colours: list[str], seeds: list[int]) -> list:
+        """Bank row i redrawn for the request in colours[i], with seeds[i]'s noise and shade."""
+        photos = np.stack([self.bank.photo(row) for row in rows])
+        own = self.encode([self.own_caption(row) for row in rows])
+        wanted = self.encode([request.caption(colour) for colour in colours])
+        images = [None] * len(rows)
+        for colour in dict.fromkeys(colours):  # one batch per colour: its shades' spread
+            idx = [i for i, c in enumerate(colours) if c == colour]
             drawn = self.editor.edit_many(photos[idx], own[idx], wanted[idx], [seeds[i] for i in idx],
                                           self.strength, colour, self.shade)
             for i, image in zip(idx, drawn):
-                images[i] = _tagged(image, self.bank.key(picks[i][0]))
+                images[i] = _tagged(image, self.bank.key(rows[i]))
         return images
 
     def draw_distinct(self, request: Request, seeds: list[int], n: int, avoid: list = ()):
         """n drawings, in seed order, each from an exemplar not yet used in this answer or in `avoid`
-        (images already shown for the request) and not within MIN_DISTANCE of one of them -> (their seeds,
+        (images already shown for the request) and not within DUPLICATE_DISTANCE of one of them -> (their seeds,
         images). While `seeds` give fewer, the seeds after them are drawn too (MAX_POOL_ROUNDS pools in
         all); a bank too small even then repeats. None when the bank cannot draw the request."""
         pool, drawn = list(seeds), self.draw(request, list(seeds))
@@ -152,7 +155,11 @@ class ExemplarDrawer:
             more = list(range(max(pool) + 1, max(pool) + 1 + len(seeds)))
             pool, drawn = pool + more, drawn + self.draw(request, more)
             chosen = self._fresh(drawn, n, avoid)
-        chosen += [i for i in range(len(drawn)) if i not in chosen][: n - len(chosen)]
+        if len(chosen) < n:  # a small bank: other exemplars first, repeats last
+            taken = {drawn[i].info[EXEMPLAR_KEY] for i in chosen}
+            rest = [i for i in range(len(drawn)) if i not in chosen]
+            rest.sort(key=lambda i: drawn[i].info[EXEMPLAR_KEY] in taken)
+            chosen += rest[: n - len(chosen)]
         return [pool[i] for i in chosen], [drawn[i] for i in chosen]
 
     @staticmethod
@@ -162,7 +169,7 @@ class ExemplarDrawer:
         chosen = []
         for i, image in enumerate(drawn):
             pixels = _pixels(image)
-            if image.info[EXEMPLAR_KEY] in used or any(np.abs(pixels - s).mean() < MIN_DISTANCE for s in shown):
+            if image.info[EXEMPLAR_KEY] in used or any(np.abs(pixels - s).mean() < DUPLICATE_DISTANCE for s in shown):
                 continue
             chosen.append(i)
             used.add(image.info[EXEMPLAR_KEY])
@@ -173,31 +180,31 @@ class ExemplarDrawer:
 
     def variations(self, request: Request, seed: int, variation_seeds: list[int],
                    amount: float = VARIATION_AMOUNT) -> list | None:
-        """Near variations of the seed's drawing ("More like this"): the same exemplar and colour, its
-        noise and shade moved `amount` of the way towards each variation seed's."""
+        """"More like this" on the seed's drawing: its exemplar again, in the colour drawn, as the variants
+        of a photo are (the editor's own shade spread; noise and shade moved `amount` of the way towards
+        each variation seed's), so each stays nearest the clicked drawing."""
         if not self.can_draw(request):
             return None
         row, colour = self.pick(request, self.bank.rows(request.article_type, request.gender), seed)
         own, wanted = self.encode([self.own_caption(row), request.caption(colour)])
         images = self.editor.variations(Image.fromarray(self.bank.photo(row)), own, wanted, seed,
-                                        list(variation_seeds), self.strength, amount, colour, self.shade)
+                                        list(variation_seeds), self.strength, amount, colour)
         return [_tagged(image, self.bank.key(row)) for image in images]
 
     def pick(self, request: Request, rows: np.ndarray, seed: int) -> tuple[int, str]:
         """The seed's (exemplar row, colour to draw it in): the asked colour, or (none asked) one the item
-        comes in, as often as the bank holds it; the exemplar among the item's products in other colours."""
+        comes in, as often as the bank holds it. The exemplar is the first product, in the seed's own order
+        of the item's products, whose colour is not that one: "make it blue" redraws the same designs
+        (unless one of them was blue already)."""
         labels = self.bank.colours[rows]
         if request.colours:
             colour = request.colours[0]
         else:
             names, counts = np.unique(labels, return_counts=True)
             colour = str(np.random.default_rng(int(seed) + EXEMPLAR_STREAM + 1).choice(names, p=counts / counts.sum()))
-        pool = rows[labels != colour]  # never empty where can_draw holds
-        far = [c for c in np.unique(labels[labels != colour]).tolist()
-               if self.editor.shades.distance(c, colour) >= self.min_change]
-        if far:  # a near colour would leave the drawing too close to its exemplar
-            pool = rows[np.isin(labels, far)]
-        return int(pool[np.random.default_rng(int(seed) + EXEMPLAR_STREAM).integers(len(pool))]), colour
+        order = np.random.default_rng(int(seed) + EXEMPLAR_STREAM).permutation(len(rows))
+        other = order[labels[order] != colour]  # never empty where can_draw holds
+        return int(rows[other[0]]), colour
 
     def own_caption(self, row: int) -> str:
         return canonical_caption(self.bank.article_types[row], [self.bank.colours[row]])

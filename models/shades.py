@@ -52,12 +52,6 @@ class ShadeTable:
         spread = self.spread(colour)
         return np.stack([amount * (spread @ u) for u in units])  # row by row: the same whatever the batch
 
-    def distance(self, a: str | None, b: str | None) -> float:
-        """CIE76 distance between two colours' mean shades (inf when either has none)."""
-        if a not in self.means or b not in self.means:
-            return float("inf")
-        return float(np.linalg.norm(np.asarray(self.means[a]) - np.asarray(self.means[b])))
-
     def to_dict(self) -> dict:
         return {"version": 1, "means": self.means, "covariances": self.covariances, "pooled": self.pooled}
 

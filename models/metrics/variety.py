@@ -136,8 +136,8 @@ def training_exemplars(train, encoder, device, editor: str | None = None):
     from models.search.retrieval import SearchModel
 
     model = SearchModel()
-    logp = np.concatenate([model.attribute_logprobs(train.images[i : i + 1024])[0]["articleType"]
-                           for i in range(0, len(train), 1024)])
+    chunks = [train.images[i : i + 1024] for i in range(0, len(train), 1024)]
+    logp = np.concatenate([model.attribute_logprobs(chunk)[0]["articleType"] for chunk in chunks])
     bank = ExemplarBank.from_arrays(train.images, [r["articleType"] for r in train.rows],
                                     [r["baseColour"] for r in train.rows], [r["gender"] for r in train.rows],
                                     logp, list(model.config.article_types))
