@@ -419,7 +419,19 @@ class Evaluation:
                 self.variety_images[name] = result.pop("images")
                 out[name] = result | ({"drawn_by_the_text_generator": fell_back[name]} if name in fell_back else {})
             out["exemplars, more like this"] = variation_closeness(exemplars, prompts, self.vocab)
+            self.variety_grid(prompts)
         return out
+
+    def variety_grid(self, prompts, rows: int = 10) -> None:
+        """variety_samples.png: per prompt, 4 real held-out photos, then an answer of the text-only generator
+        and one from catalogue exemplars, as the app draws them."""
+        groups = [("real held-out photos", prompts.real_a), *(
+            (name, self.variety_images[name]) for name in ("as the app draws, psi 1", "exemplars, as the app draws"))]
+        tiles = [[Image.fromarray(a) for _, images in groups for a in images[r][:4]] for r in range(rows)]
+        labels = [label for label, _ in groups for label in (label, "", "", "")]
+        plots.image_grid(self.out / "variety_samples.png", tiles, prompts.captions[:rows],
+                         title="Per prompt: real photos | text-only generator | catalogue exemplars redrawn",
+                         column_labels=labels)
 
     def inception(self) -> dict:
         if self.opts.skip_inception:

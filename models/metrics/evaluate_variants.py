@@ -130,8 +130,9 @@ class Methods:
         own = self.encoder.encode([p["caption"] for p in predicted])
         wanted = self.encoder.encode([m["caption"] for m in modified])
         s = DEFAULT_STRENGTH if strength is None else strength
-        return np.stack([np.stack([np.asarray(im) for im in self._editor.variants(Image.fromarray(x), o, w, SEEDS, s)])
-                         for x, o, w in zip(photos, own, wanted)])
+        return np.stack([np.stack([np.asarray(im) for im in
+                                   self._editor.variants(Image.fromarray(x), o, w, SEEDS, s, m.get("baseColour"))])
+                         for x, o, w, m in zip(photos, own, wanted, modified)])
 
     def image_slot(self, photos, targets):
         from PIL import Image
