@@ -716,6 +716,9 @@ def test_upload_tab_preview_and_variants(make_app):
     app.open_upload_path(str(bad))
     pump(app.root, lambda: "couldn't use that file" in status.cget("text"), 60, "the error message")
     assert "bad.png" in status.cget("text") and "not an image" in status.cget("text"), status.cget("text")
+    # nothing lost: the photo before and its variants stay, and the message says so
+    assert app.upload.image is not None and len(app.upload.cards) == 3
+    assert f"Still showing {fixture.name}" in status.cget("text")
 
 
 def test_similar_products_strip_under_images(make_app, service):

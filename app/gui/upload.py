@@ -159,14 +159,9 @@ class UploadTab(ttk.Frame):
         self._reference_photo = None
 
     def show_failure(self, message: str) -> None:
-        """A file that could not be used: its error, and nothing left over from the previous photo."""
-        self.clear_results()
-        self.image = self.path = None
-        self._preview_photo = None
-        self.preview.configure(image="", text="No image")
-        self.file_label.configure(text="")
-        self.attributes_label.configure(text="")
-        self.generate_button.configure(state="disabled")
+        """A file that could not be used: its error; the photo shown before (and its variants) stays."""
+        if self.image is not None and self.path:
+            message = f"{message}. Still showing {Path(self.path).name}."
         self.set_status(message, error=True)
 
     def destroy(self) -> None:
