@@ -36,9 +36,9 @@ EXEMPLAR_SHADE = 0.25
 TYPICAL_CONFIDENCE = 0.85
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
-# Mean |pixel difference| (0-1) under which two drawings count as the same product shown twice (the
-# catalogue holds a few duplicate photos under two ids). Small: two black shoes on white differ by ~0.03.
-DUPLICATE_DISTANCE = 0.01
+# An answer skips a drawing within this mean |pixel difference| (0-1) of one shown or picked while other
+# products remain (0.05 measured FID 2.03x and variety 1.01x on the selection cells; 0.01: 2.21x, 0.93x).
+MIN_DISTANCE = 0.05
 MAX_POOL_ROUNDS = 3  # pools of seeds drawn at most while an answer still lacks fresh exemplars
 
 
@@ -141,42 +141,41 @@ class ExemplarDrawer:
         return images
 
     def draw_distinct(self, request: Request, seeds: list[int], n: int, avoid: list = ()):
-        """n drawings, in seed order, each from an exemplar not yet used in this answer or in `avoid`
-        (images already shown for the request) and not within DUPLICATE_DISTANCE of one of them -> (their seeds,
-        images). While `seeds` give fewer, the seeds after them are drawn too (MAX_POOL_ROUNDS pools in
-        all); a bank too small even then repeats. None when the bank cannot draw the request."""
+        """n drawings, one per product and none of a product already shown for the request (`avoid`: its
+        images), in seed order, skipping drawings within MIN_DISTANCE of one shown or picked while others
+        remain -> (their seeds, images). While `seeds` give fewer than n new products, the seeds after them
+        are drawn too (MAX_POOL_ROUNDS pools in all); a bank too small even then repeats. None when the
+        bank cannot draw the request."""
         pool, drawn = list(seeds), self.draw(request, list(seeds))
         if drawn is None:
             return None
-        chosen = self._fresh(drawn, n, avoid)
         for _ in range(MAX_POOL_ROUNDS - 1):
-            if len(chosen) >= n:
+            if len(self._new_products(drawn, avoid)) >= n:
                 break
             more = list(range(max(pool) + 1, max(pool) + 1 + len(seeds)))
             pool, drawn = pool + more, drawn + self.draw(request, more)
-            chosen = self._fresh(drawn, n, avoid)
-        if len(chosen) < n:  # a small bank: other exemplars first, repeats last
-            taken = {drawn[i].info[EXEMPLAR_KEY] for i in chosen}
-            rest = [i for i in range(len(drawn)) if i not in chosen]
-            rest.sort(key=lambda i: drawn[i].info[EXEMPLAR_KEY] in taken)
-            chosen += rest[: n - len(chosen)]
+        new = self._new_products(drawn, avoid)
+        shown = [_pixels(im) for im in avoid]
+        chosen = []
+        for i in new:  # in seed order, the ones unlike everything shown and picked
+            pixels = _pixels(drawn[i])
+            if len(chosen) < n and all(np.abs(pixels - s).mean() >= MIN_DISTANCE for s in shown):
+                chosen.append(i)
+                shown.append(pixels)
+        chosen += [i for i in new if i not in chosen][: n - len(chosen)]  # then other new products
+        chosen += [i for i in range(len(drawn)) if i not in chosen][: n - len(chosen)]  # then repeats
         return [pool[i] for i in chosen], [drawn[i] for i in chosen]
 
     @staticmethod
-    def _fresh(drawn: list, n: int, avoid: list) -> list[int]:
-        used = {im.info.get(EXEMPLAR_KEY) for im in avoid} - {None}
-        shown = [_pixels(im) for im in avoid]
-        chosen = []
+    def _new_products(drawn: list, avoid: list) -> list[int]:
+        """The first drawing of each product not already in `avoid`."""
+        seen = {im.info.get(EXEMPLAR_KEY) for im in avoid} - {None}
+        new = []
         for i, image in enumerate(drawn):
-            pixels = _pixels(image)
-            if image.info[EXEMPLAR_KEY] in used or any(np.abs(pixels - s).mean() < DUPLICATE_DISTANCE for s in shown):
-                continue
-            chosen.append(i)
-            used.add(image.info[EXEMPLAR_KEY])
-            shown.append(pixels)
-            if len(chosen) == n:
-                break
-        return chosen
+            if image.info[EXEMPLAR_KEY] not in seen:
+                new.append(i)
+                seen.add(image.info[EXEMPLAR_KEY])
+        return new
 
     def variations(self, request: Request, seed: int, variation_seeds: list[int],
                    amount: float = VARIATION_AMOUNT) -> list | None:
