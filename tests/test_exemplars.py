@@ -157,6 +157,7 @@ def test_the_app_draws_text_requests_from_catalogue_exemplars():
     assert all(catalogue.article_types[r] == "Dresses" and catalogue.colours[r] != "Red" for r in rows)
     near = service.variations("red dresses, women", generated.seeds[0], [7, 8], 0.2)
     assert [im.info[EXEMPLAR_KEY] for im in near] == [ids[0]] * 2
+    assert service.draws_from_exemplars("red dresses, women") and not service.draws_from_exemplars("red fashion item")
     plain = service.generate("red fashion item", [0, 1])
     assert all(EXEMPLAR_KEY not in im.info for im in plain.images) and len(plain.images) == 2
     assert service.variations("red fashion item", 0, [1], 0.2) is None

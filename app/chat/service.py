@@ -179,6 +179,10 @@ class ModelService:
         drawer, request = self._exemplars_for(caption)
         return drawer.variations(request, seed, list(variation_seeds)) if drawer is not None else None
 
+    def draws_from_exemplars(self, caption: str) -> bool:
+        """Whether `generate` draws this caption from catalogue exemplars (else the text-only generator)."""
+        return self._exemplars_for(caption)[0] is not None
+
     def _exemplars_for(self, caption: str):
         """(the exemplar drawer, the caption as a Request) when catalogue exemplars can draw it, else (None, None)."""
         drawer = self._exemplar_drawer()
@@ -200,7 +204,7 @@ class ModelService:
             from models.exemplars import ExemplarBank, ExemplarDrawer
 
             drawer = ExemplarDrawer(self.editor, ExemplarBank.from_catalogue(self.retriever.catalogue),
-                                    self.encoder.encode)
+                                    lambda texts: self.encoder.encode(texts))  # the encoder as it is then
             drawer.catalogue = self.retriever.catalogue
             self.__dict__["_drawer"] = drawer
         return drawer

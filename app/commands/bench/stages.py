@@ -257,8 +257,9 @@ def run_turns(service, prompts: list[str], clear_cache: bool = True,
 
 
 def turn_floor(service, prompt: str, caption: str, images: list) -> float:
-    """The bare model work of one turn, in seconds: detect + MiniLM forward + generator forward (4)
-    + image embedding of the 4 images + catalogue search."""
+    """The bare model work of one turn, in seconds: detect + MiniLM forward + the drawing network's forward
+    (4 images: the editing generator where catalogue exemplars draw the caption, else the text-only
+    generator) + image embedding of the 4 images + catalogue search."""
     import numpy as np
     import torch
 
@@ -275,8 +276,16 @@ def turn_floor(service, prompt: str, caption: str, images: list) -> float:
         hidden = service.encoder.model(**{k: v.to(service.encoder.device) for k, v in tokens.items()})
         t_encode = time.perf_counter() - start
         text = hidden.last_hidden_state.mean(1)[:1].to(gen.device).expand(TURN_IMAGES, -1)
+        editor = service.editor if service.draws_from_exemplars(caption) else None
+        if editor is not None:
+            photos = torch.zeros(TURN_IMAGES, 3, 64, 64, device=editor.device)
+            text = text.to(editor.device)
+            z = seed_noise(list(range(TURN_IMAGES)), editor.config.z_dim).to(editor.device)
         start = time.perf_counter()
-        gen.net(z, text)
+        if editor is not None:
+            editor.net(photos, text, text, z)
+        else:
+            gen.net(z, text)
         if gen.device.type == "cuda":
             torch.cuda.synchronize()
         t_generate = time.perf_counter() - start
