@@ -36,8 +36,9 @@ EXEMPLAR_SHADE = 0.25
 TYPICAL_CONFIDENCE = 0.85
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
-# An answer skips a drawing within this mean |pixel difference| (0-1) of one shown or picked while other
-# products remain (0.05 measured FID 2.03x and variety 1.01x on the selection cells; 0.01: 2.21x, 0.93x).
+# An answer skips a product whose photo lies within this mean |pixel difference| (0-1) of one shown or
+# picked while other products remain (on drawings, 0.05 measured FID 2.03x and variety 1.01x on the
+# selection cells; 0.01: 2.21x, 0.93x).
 MIN_DISTANCE = 0.05
 MAX_POOL_ROUNDS = 3  # pools of seeds drawn at most while an answer still lacks fresh exemplars
 
@@ -58,6 +59,16 @@ class ExemplarBank:
 
     def key(self, row: int):
         return str(self.ids[row]) if self.ids is not None else int(row)
+
+    def row_of(self, key) -> int | None:
+        """The row a drawing's tag names (None for an untagged image or an unknown product)."""
+        if key is None:
+            return None
+        if self.ids is None:
+            return int(key) if 0 <= int(key) < len(self.article_types) else None
+        if self.__dict__.get("_rows_by_id") is None:
+            self.__dict__["_rows_by_id"] = {str(pid): row for row, pid in enumerate(self.ids)}
+        return self.__dict__["_rows_by_id"].get(str(key))
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, article_types, colours, genders,
@@ -142,40 +153,35 @@ class ExemplarDrawer:
 
     def draw_distinct(self, request: Request, seeds: list[int], n: int, avoid: list = ()):
         """n drawings, one per product and none of a product already shown for the request (`avoid`: its
-        images), in seed order, skipping drawings within MIN_DISTANCE of one shown or picked while others
-        remain -> (their seeds, images). While `seeds` give fewer than n new products, the seeds after them
-        are drawn too (MAX_POOL_ROUNDS pools in all); a bank too small even then repeats. None when the
+        images), in seed order, skipping products whose photo lies within MIN_DISTANCE of one shown or
+        picked while others remain -> (their seeds, images). Products are picked from their photos, so
+        only the n chosen are drawn; while `seeds` give fewer than n new products, the seeds after them are
+        tried too (MAX_POOL_ROUNDS pools in all), and a bank too small even then repeats. None when the
         bank cannot draw the request."""
-        pool, drawn = list(seeds), self.draw(request, list(seeds))
-        if drawn is None:
+        if not seeds or not self.can_draw(request):
             return None
+        rows = self.bank.rows(request.article_type, request.gender)
+        shown_rows = [r for r in (self.bank.row_of(im.info.get(EXEMPLAR_KEY)) for im in avoid) if r is not None]
+        pool = list(seeds)
+        picks = [self.pick(request, rows, seed) for seed in pool]
         for _ in range(MAX_POOL_ROUNDS - 1):
-            if len(self._new_products(drawn, avoid)) >= n:
+            if len(_first_of_each(picks, shown_rows)) >= n:
                 break
             more = list(range(max(pool) + 1, max(pool) + 1 + len(seeds)))
-            pool, drawn = pool + more, drawn + self.draw(request, more)
-        new = self._new_products(drawn, avoid)
-        shown = [_pixels(im) for im in avoid]
+            pool, picks = pool + more, picks + [self.pick(request, rows, seed) for seed in more]
+        new = _first_of_each(picks, shown_rows)
+        shown = [_pixels(self.bank.photo(r)) for r in shown_rows]
         chosen = []
-        for i in new:  # in seed order, the ones unlike everything shown and picked
-            pixels = _pixels(drawn[i])
+        for i in new:  # in seed order, the products unlike everything shown and picked
+            pixels = _pixels(self.bank.photo(picks[i][0]))
             if len(chosen) < n and all(np.abs(pixels - s).mean() >= MIN_DISTANCE for s in shown):
                 chosen.append(i)
                 shown.append(pixels)
         chosen += [i for i in new if i not in chosen][: n - len(chosen)]  # then other new products
-        chosen += [i for i in range(len(drawn)) if i not in chosen][: n - len(chosen)]  # then repeats
-        return [pool[i] for i in chosen], [drawn[i] for i in chosen]
-
-    @staticmethod
-    def _new_products(drawn: list, avoid: list) -> list[int]:
-        """The first drawing of each product not already in `avoid`."""
-        seen = {im.info.get(EXEMPLAR_KEY) for im in avoid} - {None}
-        new = []
-        for i, image in enumerate(drawn):
-            if image.info[EXEMPLAR_KEY] not in seen:
-                new.append(i)
-                seen.add(image.info[EXEMPLAR_KEY])
-        return new
+        chosen += [i for i in range(len(picks)) if i not in chosen][: n - len(chosen)]  # then repeats
+        images = self._draw_rows(request, [picks[i][0] for i in chosen], [picks[i][1] for i in chosen],
+                                 [pool[i] for i in chosen])
+        return [pool[i] for i in chosen], images
 
     def variations(self, request: Request, seed: int, variation_seeds: list[int],
                    amount: float = VARIATION_AMOUNT) -> list | None:
@@ -215,6 +221,16 @@ def _typical(article_types: np.ndarray, logprobs: np.ndarray | None, labels) -> 
     logprobs = np.asarray(logprobs, np.float32)
     read = np.asarray(labels)[logprobs.argmax(axis=1)]
     return (read == article_types) & (np.exp(logprobs.max(axis=1)) >= TYPICAL_CONFIDENCE)
+
+
+def _first_of_each(picks: list[tuple[int, str]], shown_rows: list[int]) -> list[int]:
+    """Indices of the first pick of each product not among `shown_rows`."""
+    seen, out = set(shown_rows), []
+    for i, (row, _) in enumerate(picks):
+        if row not in seen:
+            out.append(i)
+            seen.add(row)
+    return out
 
 
 def _tagged(image: Image.Image, key) -> Image.Image:
