@@ -40,8 +40,6 @@ EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their ow
 # picked while other products remain (on drawings, 0.05 measured FID 2.03x and variety 1.01x on the
 # selection cells; 0.01: 2.21x, 0.93x).
 MIN_DISTANCE = 0.05
-WHITE_LEVEL = 235  # a pixel whose channels all lie above this is background (as models.editing)
-WHITE_FRAME = 0.9  # share of an exemplar photo's outer frame that must be white
 MAX_POOL_ROUNDS = 3  # pools of seeds drawn at most while an answer still lacks fresh exemplars
 
 
@@ -93,23 +91,13 @@ class ExemplarBank:
                    np.asarray(catalogue.ids, str))
 
     def rows(self, article_type: str, gender: str | None = None) -> np.ndarray:
-        """Typical products of the item type photographed on white (and of the gender, with unisex ones,
-        when one is named)."""
+        """Typical products of the item type (and of the gender, with unisex ones, when one is named)."""
         keep = self.article_types == article_type
         if self.typical is not None:
             keep &= self.typical
         if gender:
             keep &= np.isin(np.char.lower(self.genders), sorted(gender_labels(gender)))
-        rows = np.flatnonzero(keep)
-        return rows[self._on_white(rows)]
-
-    def _on_white(self, rows: np.ndarray) -> np.ndarray:
-        """Per row: is its photo on a white background? (Checked once per product, when first asked.)"""
-        known = self.__dict__.setdefault("_white_cache", {})
-        for row in rows.tolist():
-            if row not in known:
-                known[row] = on_white(self.photo(row))
-        return np.array([known[row] for row in rows.tolist()], dtype=bool)
+        return np.flatnonzero(keep)
 
 
 @dataclass
@@ -233,13 +221,6 @@ def _typical(article_types: np.ndarray, logprobs: np.ndarray | None, labels) -> 
     logprobs = np.asarray(logprobs, np.float32)
     read = np.asarray(labels)[logprobs.argmax(axis=1)]
     return (read == article_types) & (np.exp(logprobs.max(axis=1)) >= TYPICAL_CONFIDENCE)
-
-
-def on_white(photo: np.ndarray) -> bool:
-    """A uint8 (H, W, 3) photo whose outer frame is white (WHITE_FRAME of it): the editor keeps the white
-    background, so a product shot on grey would come back grey."""
-    frame = np.concatenate([photo[0], photo[-1], photo[:, 0], photo[:, -1]])
-    return bool((frame.min(axis=-1) > WHITE_LEVEL).mean() >= WHITE_FRAME)
 
 
 def _first_of_each(picks: list[tuple[int, str]], shown_rows: list[int]) -> list[int]:
