@@ -425,8 +425,10 @@ class Evaluation:
     def variety_grid(self, prompts, rows: int = 10) -> None:
         """variety_samples.png: per prompt, 4 real held-out photos, then an answer of the text-only generator
         and one from catalogue exemplars, as the app draws them."""
-        groups = [("real held-out photos", prompts.real_a), *(
-            (name, self.variety_images[name]) for name in ("as the app draws, psi 1", "exemplars, as the app draws"))]
+        images = self.variety_images
+        groups = [("real held-out photos", prompts.real_a),
+                  ("text-only generator, as the app drew before", images["as the app draws, psi 1"]),
+                  ("catalogue exemplars redrawn, as the app draws now", images["exemplars, as the app draws"])]
         tiles = [[Image.fromarray(a) for _, images in groups for a in images[r][:4]] for r in range(rows)]
         labels = [label for label, _ in groups for label in (label, "", "", "")]
         plots.image_grid(self.out / "variety_samples.png", tiles, prompts.captions[:rows],
