@@ -34,6 +34,9 @@ from models.search.catalog import gender_labels
 EXEMPLAR_STRENGTH = 0.675
 EXEMPLAR_SHADE = 0.25
 TYPICAL_CONFIDENCE = 0.85
+# Exemplars come from colours whose mean shade lies at most this far (CIE76) from the one drawn, where the
+# item comes in any: white asked of a red or black product came back red or grey in the app.
+MAX_COLOUR_CHANGE = 25.0
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
 # An answer skips a product whose photo lies within this mean |pixel difference| (0-1) of one shown or
@@ -209,7 +212,18 @@ class ExemplarDrawer:
             colour = str(np.random.default_rng(int(seed) + EXEMPLAR_STREAM + 1).choice(names, p=counts / counts.sum()))
         order = np.random.default_rng(int(seed) + EXEMPLAR_STREAM).permutation(len(rows))
         other = order[labels[order] != colour]  # never empty where can_draw holds
+        near = [c for c in np.unique(labels[other]).tolist() if self._colour_change(c, colour) <= MAX_COLOUR_CHANGE]
+        reachable = other[np.isin(labels[other], near)]
+        if len(reachable):  # the editor turns a white shoe black, or a red one white, only in patches
+            other = reachable
         return int(rows[other[0]]), colour
+
+    def _colour_change(self, a: str, b: str) -> float:
+        """CIE76 distance between two colours' mean shades (0 when either has none in the shade table)."""
+        means = self.editor.shades.means
+        if a not in means or b not in means:
+            return 0.0
+        return float(np.linalg.norm(np.asarray(means[a]) - np.asarray(means[b])))
 
     def own_caption(self, row: int) -> str:
         return canonical_caption(self.bank.article_types[row], [self.bank.colours[row]])

@@ -98,7 +98,7 @@ def test_redrawn_in_the_asked_colour(drawer, table):
 def test_an_answer_never_repeats_a_product_and_show_me_more_avoids_the_shown(drawer):
     from models.exemplars import EXEMPLAR_KEY, Request
 
-    request = Request("Tshirts", ["Blue"])
+    request = Request("Tshirts", [])  # every colour it comes in: enough products in the fixture bank
     seeds, first = drawer.draw_distinct(request, list(range(12)), 4)
     rows = [im.info[EXEMPLAR_KEY] for im in first]
     assert len(seeds) == 4 and len(set(rows)) == 4
@@ -164,14 +164,28 @@ def test_the_app_draws_text_requests_from_catalogue_exemplars():
     assert isinstance(generated.images[0], Image.Image) and generated.images[0].size == (64, 64)
 
 
-def test_a_new_colour_redraws_the_same_designs(drawer):
-    """"make it green" after red: the same seeds start from the same products, except where the seed's first
-    product is red (the red request skipped it) or the red drawing's product is green itself."""
-    from models.exemplars import EXEMPLAR_KEY, Request
+def test_a_new_colour_redraws_the_same_designs_it_can_reach(drawer):
+    """"make it orange" after red: the same seeds start from the same products, except where the seed's first
+    product is red (the red request skipped it), is orange itself, or lies out of the editor's reach of one
+    of the two colours (MAX_COLOUR_CHANGE)."""
+    from models.exemplars import EXEMPLAR_KEY, MAX_COLOUR_CHANGE, Request
 
     seeds = list(range(12))
     red = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Red"]), seeds)]
-    green = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Green"]), seeds)]
+    orange = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Orange"]), seeds)]
     colours = drawer.bank.colours
-    assert all(a == b or colours[a] == "Green" or colours[b] == "Red" for a, b in zip(red, green))
-    assert sum(a == b for a, b in zip(red, green)) >= 8
+    reach = lambda row, colour: drawer._colour_change(colours[row], colour) <= MAX_COLOUR_CHANGE  # noqa: E731
+    for a, b in zip(red, orange):
+        assert a == b or colours[a] == "Orange" or colours[b] == "Red" or not reach(a, "Orange") \
+            or not reach(b, "Red"), (a, b)
+    assert any(a == b for a, b in zip(red, orange))  # some designs kept, not all replaced
+
+
+def test_exemplars_come_from_colours_the_editor_can_reach(drawer):
+    """White asked: never a red, black or navy product to start from while nearer colours exist."""
+    from models.exemplars import EXEMPLAR_KEY, MAX_COLOUR_CHANGE, Request
+
+    rows = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["White"]), list(range(12)))]
+    held = set(drawer.bank.colours[drawer.bank.rows("Tshirts")]) - {"White"}
+    near = {c for c in held if drawer._colour_change(c, "White") <= MAX_COLOUR_CHANGE}
+    assert near and all(drawer.bank.colours[r] in near for r in rows), [drawer.bank.colours[r] for r in rows]
