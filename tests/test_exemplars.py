@@ -165,27 +165,32 @@ def test_the_app_draws_text_requests_from_catalogue_exemplars():
 
 
 def test_a_new_colour_redraws_the_same_designs_it_can_reach(drawer):
-    """"make it orange" after red: the same seeds start from the same products, except where the seed's first
-    product is red (the red request skipped it), is orange itself, or lies out of the editor's reach of one
-    of the two colours (MAX_COLOUR_CHANGE)."""
-    from models.exemplars import EXEMPLAR_KEY, MAX_COLOUR_CHANGE, Request
+    """"make it navy" after black: the same seeds start from the same products, except where the seed's first
+    reachable product is in one of the two colours itself, or lies out of the editor's reach of the other."""
+    from models.exemplars import EXEMPLAR_KEY, Request
 
     seeds = list(range(12))
-    red = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Red"]), seeds)]
-    orange = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Orange"]), seeds)]
+    black = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Black"]), seeds)]
+    navy = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["Navy Blue"]), seeds)]
     colours = drawer.bank.colours
-    reach = lambda row, colour: drawer._colour_change(colours[row], colour) <= MAX_COLOUR_CHANGE  # noqa: E731
-    for a, b in zip(red, orange):
-        assert a == b or colours[a] == "Orange" or colours[b] == "Red" or not reach(a, "Orange") \
-            or not reach(b, "Red"), (a, b)
-    assert any(a == b for a, b in zip(red, orange))  # some designs kept, not all replaced
+    labels = colours[drawer.bank.rows("Tshirts")]
+    reach = {c: set(drawer.reachable_colours(labels[labels != c], c)) for c in ("Black", "Navy Blue")}
+    for a, b in zip(black, navy):
+        assert a == b or colours[a] == "Navy Blue" or colours[b] == "Black" \
+            or colours[a] not in reach["Navy Blue"] or colours[b] not in reach["Black"], (a, b)
+    assert any(a == b for a, b in zip(black, navy))  # some designs kept, not all replaced
 
 
 def test_exemplars_come_from_colours_the_editor_can_reach(drawer):
-    """White asked: never a red, black or navy product to start from while nearer colours exist."""
-    from models.exemplars import EXEMPLAR_KEY, MAX_COLOUR_CHANGE, Request
+    """White asked: the products start from the colours nearest white the item comes in (within
+    MAX_COLOUR_CHANGE, or the NEAREST_COLOURS nearest), never a farther one."""
+    from models.exemplars import EXEMPLAR_KEY, MAX_COLOUR_CHANGE, NEAREST_COLOURS, Request
 
     rows = [im.info[EXEMPLAR_KEY] for im in drawer.draw(Request("Tshirts", ["White"]), list(range(12)))]
-    held = set(drawer.bank.colours[drawer.bank.rows("Tshirts")]) - {"White"}
-    near = {c for c in held if drawer._colour_change(c, "White") <= MAX_COLOUR_CHANGE}
-    assert near and all(drawer.bank.colours[r] in near for r in rows), [drawer.bank.colours[r] for r in rows]
+    labels = drawer.bank.colours[drawer.bank.rows("Tshirts")]
+    labels = labels[labels != "White"]
+    allowed = drawer.reachable_colours(labels, "White")
+    distance = {c: drawer._colour_change(c, "White") for c in set(labels)}
+    assert all(drawer.bank.colours[r] in allowed for r in rows)
+    assert len(allowed) <= NEAREST_COLOURS or all(distance[c] <= MAX_COLOUR_CHANGE for c in allowed)
+    assert max(distance[c] for c in allowed) <= min(distance[c] for c in set(labels) - set(allowed))
