@@ -126,6 +126,7 @@ class ExemplarDrawer:
     def __init__(self, editor: PhotoEditor, bank: ExemplarBank, encode: Callable[[list[str]], torch.Tensor],
                  strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE):
         self.editor, self.bank, self.encode, self.strength, self.shade = editor, bank, encode, strength, shade
+        self._reachable: dict[tuple, list[str]] = {}
 
     def can_draw(self, request: Request) -> bool:
         if not request.article_type:
@@ -215,7 +216,11 @@ class ExemplarDrawer:
             colour = str(np.random.default_rng(int(seed) + EXEMPLAR_STREAM + 1).choice(names, p=counts / counts.sum()))
         order = np.random.default_rng(int(seed) + EXEMPLAR_STREAM).permutation(len(rows))
         other = order[labels[order] != colour]  # never empty where can_draw holds
-        other = other[np.isin(labels[other], self.reachable_colours(labels[other], colour))]
+        key = (request.article_type, request.gender, colour)  # the bank does not change: once per request kind
+        allowed = self._reachable.get(key)
+        if allowed is None:
+            allowed = self._reachable[key] = self.reachable_colours(labels[labels != colour], colour)
+        other = other[np.isin(labels[other], allowed)]
         return int(rows[other[0]]), colour
 
     def reachable_colours(self, labels: np.ndarray, colour: str) -> list[str]:
