@@ -745,7 +745,11 @@ def run_app(args=None) -> None:
     app = App(root, catalog=getattr(args, "catalog", None), autoload=False, llm_url=getattr(args, "llm_url", None),
               llm_model=getattr(args, "llm_model", None))
     root.update()  # mapped and drawn before anything heavy starts
-    app.chat.input.focus_force()
+    try:
+        app.chat.input.focus_force()
+    except tk.TclError:  # closed while it was being drawn (a quick Ctrl+Q, the window manager): nothing to run
+        log.info("window closed during start-up")
+        return
     log.info("window shown %.3f s after run_app; log file %s", time.perf_counter() - started, log_path)
     app.load_models()
     try:
