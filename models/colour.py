@@ -1,7 +1,16 @@
-"""sRGB <-> CIE Lab (D65) for uint8 images: the space where lightness and chroma are separate."""
+"""Colour of uint8 product photos: sRGB <-> CIE Lab (D65), where lightness and chroma are separate, and
+which pixels are the white background the catalogue shoots on."""
 from __future__ import annotations
 
 import numpy as np
+
+WHITE_LEVEL = 235  # a pixel whose channels all lie above this is white background
+
+
+def foreground(images: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> bool (..., H, W): the item's pixels (not white background)."""
+    return images.min(axis=-1) <= WHITE_LEVEL
+
 
 _M = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
 _WHITE = np.array([0.95047, 1.0, 1.08883])

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_checkpoint
+from models.colour import WHITE_LEVEL, foreground
 from models.data import images_to_tensor, square_on_white, tensor_to_images
 from models.resources import EDITOR_WEIGHTS
 from models.sampling import resolve_device, seed_noise
@@ -121,7 +122,6 @@ def strength_condition(own: torch.Tensor, wanted: torch.Tensor, z: torch.Tensor,
 
 # ---- is this a photo the model can edit? --------------------------------------------------------
 
-WHITE_LEVEL = 235  # a pixel whose channels are all above this counts as background
 MIN_FOREGROUND = 0.015  # share of the 64x64 photo the item must cover (real products: >= 2%)
 
 
@@ -131,7 +131,7 @@ class NotEditable(ValueError):
 
 def foreground_share(pixels: np.ndarray) -> float:
     """uint8 HWC (64x64, square on white) -> the share of non-background pixels."""
-    return float((pixels.min(axis=2) <= WHITE_LEVEL).mean())
+    return float(foreground(pixels).mean())
 
 
 MIN_CONTRAST = 4.0  # spatial standard deviation (0-255, of the liveliest channel) of a flat-colour photo
@@ -197,7 +197,6 @@ class PhotoEditor:
         self.step = int(ckpt.get("step", 0))
         self.shades = shades if shades is not None else ShadeTable.load()
         self.shade_amount = shade_amount
-        self.keep_background = True
 
     def photo_tensor(self, image) -> torch.Tensor:
         """A PIL photo (any size) -> the 64x64 square-on-white input, or NotEditable."""
@@ -248,8 +247,7 @@ class PhotoEditor:
         s = float(min(max(strength, 0.0), 1.0))
         text, z = strength_condition(own, wanted, z.to(self.device), s)
         out, mask = self.net(photo, text, own, z, return_mask=True)
-        if self.keep_background:
-            out = torch.where(open_background(photo), photo, out)
+        out = torch.where(open_background(photo), photo, out)
         pixels = np.stack([np.asarray(im) for im in tensor_to_images(out)])
         # the shade goes where the editor draws the item: its mask, full from SHADE_MASK_FULL up
         weight = np.clip(mask[:, 0].float().cpu().numpy() / SHADE_MASK_FULL, 0, 1) * item_weight(pixels)

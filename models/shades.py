@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.colour import lab_to_rgb, rgb_to_lab
+from models.colour import foreground, lab_to_rgb, rgb_to_lab
 from models.resources import ASSETS_DIR
 
 SHADES_PATH = ASSETS_DIR / "shades.json"
-WHITE_LEVEL = 235  # a pixel whose channels all lie above this is background (as models.editing)
 MIN_PHOTOS = 20  # a colour needs this many training photos for its own spread; others use the pooled one
 MAX_SIGMA = 2.0  # offsets beyond two standard deviations are pulled back to it: no freak shades
 SEED_STREAM = 104_729  # the shade's random stream of a seed, apart from its noise vector's
@@ -79,7 +78,7 @@ def unit_draw(seed: int) -> np.ndarray:
 
 def item_weight(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) -> float (N, H, W): 1 on the item's pixels, 0 on the white background."""
-    return (images.min(axis=-1) <= WHITE_LEVEL).astype(np.float64)
+    return foreground(images).astype(np.float64)
 
 
 def foreground_means(images: np.ndarray) -> np.ndarray:

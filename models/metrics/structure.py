@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-WHITE_LEVEL = 235  # as models.editing: all channels above this = background
+from models.colour import foreground
 
 
 def silhouette(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W, 3) -> bool (N, H, W): not background."""
-    return images.min(axis=-1) <= WHITE_LEVEL
+    return foreground(images)
 
 
 def edge_magnitude(images: np.ndarray) -> np.ndarray:
