@@ -97,13 +97,17 @@ class ExemplarBank:
                    np.asarray(catalogue.ids, str))
 
     def rows(self, article_type: str, gender: str | None = None) -> np.ndarray:
-        """Typical products of the item type (and of the gender, with unisex ones, when one is named)."""
-        keep = self.article_types == article_type
-        if self.typical is not None:
-            keep &= self.typical
-        if gender:
-            keep &= np.isin(np.char.lower(self.genders), sorted(gender_labels(gender)))
-        return np.flatnonzero(keep)
+        """Typical products of the item type (and of the gender, with unisex ones, when one is named);
+        worked out once per (type, gender): a turn asks several times."""
+        cache = self.__dict__.setdefault("_rows_cache", {})
+        if (article_type, gender) not in cache:
+            keep = self.article_types == article_type
+            if self.typical is not None:
+                keep &= self.typical
+            if gender:
+                keep &= np.isin(np.char.lower(self.genders), sorted(gender_labels(gender)))
+            cache[(article_type, gender)] = np.flatnonzero(keep)
+        return cache[(article_type, gender)]
 
 
 @dataclass

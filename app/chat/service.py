@@ -199,14 +199,14 @@ class ModelService:
         """Built once the editor and the catalogue are loaded (None without either: text-only drawing)."""
         if self.editor is None or self.retriever is None or self.encoder is None:
             return None
-        drawer = self.__dict__.get("_drawer")
-        if drawer is None or drawer.catalogue is not self.retriever.catalogue:
+        catalogue = self.retriever.catalogue
+        built_for, drawer = self.__dict__.get("_drawer", (None, None))
+        if built_for is not catalogue:
             from models.exemplars import ExemplarBank, ExemplarDrawer
 
-            drawer = ExemplarDrawer(self.editor, ExemplarBank.from_catalogue(self.retriever.catalogue),
+            drawer = ExemplarDrawer(self.editor, ExemplarBank.from_catalogue(catalogue),
                                     lambda texts: self.encoder.encode(texts))  # the encoder as it is then
-            drawer.catalogue = self.retriever.catalogue
-            self.__dict__["_drawer"] = drawer
+            self.__dict__["_drawer"] = (catalogue, drawer)
         return drawer
 
     # ---- catalogue search -----------------------------------------------------------------------
