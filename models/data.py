@@ -207,10 +207,14 @@ def to_grayscale(x: torch.Tensor) -> torch.Tensor:
     return luma.expand(-1, 3, -1, -1)
 
 
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float NCHW in [-1, 1] -> uint8 NHWC, quantised as the app's PNGs are."""
+    return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def tensor_to_images(x: torch.Tensor) -> list[Image.Image]:
     """float NCHW in [-1, 1] -> list of PIL RGB images."""
-    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+    return [Image.fromarray(a) for a in tensor_to_uint8(x)]
 
 
 class FashionDataset(torch.utils.data.Dataset):

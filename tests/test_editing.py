@@ -218,6 +218,51 @@ def test_each_seed_draws_its_own_shade_of_the_asked_colour(service, two_photos):
     assert (same > 0.6).all(), same
 
 
+def _fine_luminance(images: np.ndarray) -> np.ndarray:
+    from models.editing import DETAIL_SIGMA, gaussian_blur
+
+    lum = images.astype(np.float32).mean(axis=-1)
+    return lum - gaussian_blur(lum, DETAIL_SIGMA)
+
+
+def test_keep_detail_puts_the_photos_fine_detail_under_the_drawn_colour(two_photos):
+    """On a real photo and a "variant" whose item is one flat colour (its mean, shifted red), on the photo's
+    background: the result's fine luminance is the photo's, the item's colour the variant's, and pixels
+    outside `where` stay the variant's."""
+    from models.editing import keep_detail
+
+    photo = np.asarray(two_photos[0])[None]
+    item = photo.min(axis=-1) <= 235
+    flat = photo.copy()
+    flat[item] = np.clip(photo[item].mean(axis=0) + [60, -30, -30], 0, 255).astype(np.uint8)
+    out = keep_detail(flat, photo, item)
+    assert np.array_equal(out[~item], flat[~item])
+    fine_photo = _fine_luminance(photo)[item]
+    assert np.corrcoef(_fine_luminance(flat)[item], fine_photo)[0, 1] < 0.6  # the flat item: its outline only
+    assert np.corrcoef(_fine_luminance(out)[item], fine_photo)[0, 1] > 0.95
+    colour_shift = out[item].mean(axis=0) - flat[item].mean(axis=0)
+    assert np.abs(colour_shift).max() < 5, colour_shift  # the colour (0-255: dark channels clip) is the variant's
+
+
+def test_variants_carry_the_photos_print_and_seams(service, two_photos):
+    """The decoder blurs fine detail (print, seams); in the variants the app shows, the fine luminance on
+    the item departs from the photo's far less than in the network's own output."""
+    from models.editing import PhotoEditor
+
+    photo = two_photos[0]
+    pixels = np.asarray(photo)[None]
+    item = pixels[0].min(axis=-1) <= 235
+    shown, _ = service.variants(photo, "in red", seeds=[0, 1])
+    own, wanted = service.encoder.encode([service.describe_image(photo)["caption"], shown.caption])
+    blurred = PhotoEditor(device="cpu", detail_sigma=None).variants(photo, own, wanted, [0, 1])
+
+    def departure(images) -> float:  # mean absolute difference (0-255) of the fine luminance on the item
+        fine = _fine_luminance(np.stack([np.asarray(im) for im in images]))
+        return float(np.abs(fine[:, item] - _fine_luminance(pixels)[:, item]).mean())
+
+    assert departure(shown.images) < 0.5 * departure(blurred), (departure(shown.images), departure(blurred))
+
+
 def test_the_open_background_stays_the_photos_own(service, two_photos):
     """White background farther than BACKGROUND_MARGIN from the item is the photo's, pixel for pixel (the
     net alone paints faint ghosts there); the item itself changes."""

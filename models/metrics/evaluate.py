@@ -36,7 +36,7 @@ from PIL import Image
 from models.captions import canonical_caption
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import GANConfig
-from models.data import caption_variants, load_table
+from models.data import caption_variants, load_table, tensor_to_uint8
 from models.generate import TRUNCATION, draw_as_app
 from models.metrics import plots
 from models.metrics.classifier import ClassifierConfig, classify, load_or_train, uint8_to_input
@@ -119,25 +119,20 @@ def load_generator(path: str | Path, device: torch.device) -> LoadedGenerator:
     return LoadedGenerator(G.to(device).eval(), D, cfg, int(ckpt.get("step", 0)), kind)
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Generator output (NCHW in [-1, 1]) -> uint8 NHWC, quantised as the app's PNGs are."""
-    return x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.inference_mode()
 def generate(G: Generator, text: torch.Tensor, seeds: list[int], device, batch: int = 256) -> np.ndarray:
     """One image per (text row, seed), seed-addressable as in `models.generate`."""
     out = []
     for i in range(0, len(seeds), batch):
         z = seed_noise(seeds[i : i + batch], G.cfg.z_dim).to(device)
-        out.append(to_uint8(G(z, text[i : i + batch].to(device))))
+        out.append(tensor_to_uint8(G(z, text[i : i + batch].to(device))))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
 def generate_as_app(G: Generator, text: torch.Tensor, seeds: list[int], device, truncation: float,
                     batch: int = 256) -> np.ndarray:
     """As `generate`, with the app's truncation and redraws (`models.generate.draw_as_app`)."""
-    out = [to_uint8(draw_as_app(G, text[i : i + batch].to(device), seeds[i : i + batch], truncation))
+    out = [tensor_to_uint8(draw_as_app(G, text[i : i + batch].to(device), seeds[i : i + batch], truncation))
            for i in range(0, len(seeds), batch)]
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
@@ -392,10 +387,11 @@ class Evaluation:
                 text = self.encoder.encode([caption])[0].reshape(1, -1).to(device)
                 if not as_app:
                     with torch.inference_mode():
-                        return to_uint8(G(seed_noise(seeds, G.cfg.z_dim).to(device) * psi, text.expand(len(seeds), -1)))
+                        z = seed_noise(seeds, G.cfg.z_dim).to(device) * psi
+                        return tensor_to_uint8(G(z, text.expand(len(seeds), -1)))
                 pool = list(range(seeds[0], seeds[0] + CANDIDATES_PER_IMAGE * len(seeds)))
                 out = draw_as_app(G, text.expand(len(pool), -1), pool, psi)
-                return to_uint8(out[pick_distinct(out, len(seeds))[0]])
+                return tensor_to_uint8(out[pick_distinct(out, len(seeds))[0]])
             return draw
 
         with self.timed("variety_s", "variety and realism per request"):

@@ -4,7 +4,8 @@ On held-out product photos (`ProductTable.split(validation=True)`, never trained
 target colour it does not have (drawn, with a fixed seed, among the colours its item type comes in) and
 four variants "in <colour>" from each method:
 - editor: the editing generator, as the app runs it (the photo described by the search model, the
-  change applied to that description), at the default strength and at a lower one;
+  change applied to that description), at the default strength, at a lower one, and without the photo's
+  fine detail put back (models.editing.keep_detail);
 - image slot: the text-to-image generator conditioned on the photo's grey embedding (the earlier path);
 - Lab recolour: the photo's lightness kept, the foreground's chroma moved to the colour's (classical);
 - search: the four nearest real products of the composed query (photo + "in <colour>"), other products.
@@ -56,7 +57,7 @@ class VariantEvalOptions:
     editor: str = str(EDITOR_WEIGHTS)
     generator: str = str(GENERATOR_WEIGHTS)
     photos: int = 200  # held-out photos, spread over item types with >= DISTRACTORS + 1 held-out photos
-    low_strength: float = 1.0  # the editor's second setting (the default is models.editing.DEFAULT_STRENGTH)
+    second_strength: float = 1.0  # the editor's second setting (the default is models.editing.DEFAULT_STRENGTH)
     out: str = "runs/eval-variants"
     seed: int = 0
     device: str = "cpu"
@@ -119,13 +120,14 @@ class Methods:
         predicted = self.retriever.model.predict(photos)
         return predicted, [self.retriever.modify(p, f"in {c}") for p, c in zip(predicted, targets)]
 
-    def editor(self, photos, targets, strength: float | None = None):
+    def editor(self, photos, targets, strength: float | None = None, detail: bool = True):
         from PIL import Image
 
-        from models.editing import DEFAULT_STRENGTH, PhotoEditor
+        from models.editing import DEFAULT_STRENGTH, DETAIL_SIGMA, PhotoEditor
 
-        if self._editor is None:  # loaded once for both strengths
+        if self._editor is None:  # loaded once for every setting
             self._editor = PhotoEditor(self.opts.editor, self.opts.device)
+        self._editor.detail_sigma = DETAIL_SIGMA if detail else None
         predicted, modified = self.describe(photos, targets)
         own = self.encoder.encode([p["caption"] for p in predicted])
         wanted = self.encoder.encode([m["caption"] for m in modified])
@@ -237,7 +239,8 @@ def evaluate_variants(opts: VariantEvalOptions) -> dict:
     ids = [held.rows[i]["id"] for i in picked]
     runs = {
         "editor": lambda: methods.editor(photos, targets),
-        f"editor, strength {opts.low_strength}": lambda: methods.editor(photos, targets, opts.low_strength),
+        f"editor, strength {opts.second_strength}": lambda: methods.editor(photos, targets, opts.second_strength),
+        "editor, the network's own detail": lambda: methods.editor(photos, targets, detail=False),
         "image slot (text-to-image generator)": lambda: methods.image_slot(photos, targets),
         "Lab recolour": lambda: methods.lab_recolour(photos, targets),
         "search (nearest real products)": lambda: methods.search(photos, targets, ids),
