@@ -505,7 +505,7 @@ def test_turns_drawn_by_other_weights_say_so_instead_of_drawing(make_app, tmp_pa
     again = make_app()
     wait_ready(again)
     [bubble] = _image_bubbles(again)
-    pump(again.root, lambda: "other image generator weights" in texts(bubble), 60, "the note on the turn")
+    pump(again.root, lambda: "another version of the image generator" in texts(bubble), 60, "the note on the turn")
     assert not bubble.cards and "01234567" in texts(bubble)
     assert "Show again" not in {w.cget("text") for w in descendants(bubble) if w.winfo_class() == "TButton"}
 

@@ -47,11 +47,31 @@ def test_a_text_turn_is_drawn_again_by_the_same_weights_only(bot, service):
     assert (again.text, again.headline, [c.label for c in again.chips]) == \
         (reply.text, reply.headline, [c.label for c in reply.chips])
     other = dict(record, weights={"generator": "0" * 16})
-    assert "other image generator weights" in history.weights_problem(other, service.fingerprints)
+    assert "another version of the image generator" in history.weights_problem(other, service.fingerprints)
     with pytest.raises(history.WeightsChanged):
         history.redraw(bot, other, open_photo=None)
     older = {k: v for k, v in record.items() if k != "weights"}  # a history from before fingerprints
     assert history.weights_problem(older, service.fingerprints) is None
+
+
+def test_new_drawing_steps_count_as_another_version(service, monkeypatch):
+    """Code that draws other images from the same weights and seeds changes the fingerprints too."""
+    import models.editing
+    import models.exemplars
+
+    before = dict(service.fingerprints)
+    try:
+        monkeypatch.setattr(models.exemplars, "PICK_VERSION", models.exemplars.PICK_VERSION + 1)
+        service._fingerprint_drawings()
+        assert service.fingerprints["generator"] != before["generator"]
+        assert service.fingerprints["editor"] == before["editor"]
+        monkeypatch.setattr(models.editing, "DRAWING_VERSION", models.editing.DRAWING_VERSION + 1)
+        service._fingerprint_drawings()
+        assert service.fingerprints["editor"] != before["editor"]
+    finally:
+        monkeypatch.undo()
+        service._fingerprint_drawings()
+    assert service.fingerprints == before
 
 
 def test_a_photo_turn_is_drawn_again_from_the_kept_copy(bot, service, tmp_path):

@@ -92,6 +92,17 @@ def test_answers_are_more_distinct_than_plain_seeds_and_more_avoids_what_was_sho
     assert _spread(more.images, first.images) >= _spread(plain_more, first.images)
 
 
+def test_show_me_more_keeps_bringing_new_products(bot):
+    """Red party dresses: the catalogue holds only five in colours near red, yet four answers show sixteen
+    different products (the later ones recoloured from farther colours), not the five again."""
+    from models.exemplars import EXEMPLAR_KEY
+
+    bot.reset()
+    answers = [bot.respond("show me a red dress for a party")] + [bot.respond("show me more") for _ in range(3)]
+    products = [im.image.info.get(EXEMPLAR_KEY) for answer in answers for im in answer.images]
+    assert None not in products and len(set(products)) == len(products) == 16, products
+
+
 def test_more_like_this_stays_nearest_the_clicked_card(bot):
     """Variations of one card of an answer are nearer that card than the answer's other cards."""
     hits = total = 0

@@ -24,7 +24,7 @@ class NotRedrawable(Exception):
 
 
 class WeightsChanged(NotRedrawable):
-    """The turn was drawn by other weights than the loaded ones: its seeds would draw other images."""
+    """The turn was drawn by other weights or drawing steps than the loaded ones: its seeds would draw other images."""
 
 
 def remember_photo(image, name: str | None) -> None:
@@ -75,8 +75,9 @@ def weights_problem(record: dict, fingerprints: dict[str, str]) -> str | None:
         now = fingerprints.get(kind)
         if now is not None and now != then:
             what = "photo editor" if kind == "editor" else "image generator"
-            return (f"These images were drawn by other {what} weights ({then[:8]} then, {now[:8]} now): "
-                    f"their seeds would draw different images, so they are not drawn again")
+            return (f"These images were drawn by another version of the {what} (weights or drawing steps: "
+                    f"{then[:8]} then, {now[:8]} now): their seeds would draw different images, so they are "
+                    f"not drawn again")
     return None
 
 

@@ -117,9 +117,10 @@ class ModelService:
             log.warning("photo variants unavailable: %s", exc)
 
     def _fingerprint_drawings(self) -> None:
-        """The files that decide the images a seed draws: photo variants ("editor"): the editor's weights
-        and the shade table; text requests ("generator"): the generator's weights, and where catalogue
-        exemplars draw them, the editor's files and the catalogue too."""
+        """The files and drawing rules that decide the images a seed draws: photo variants ("editor"): the
+        editor's weights, the shade table and the editor's drawing steps; text requests ("generator"): the
+        generator's weights, and where catalogue exemplars draw them, the editor's files, the catalogue
+        and the exemplar picks too."""
         from models.shades import SHADES_PATH
 
         editor_files = [getattr(self.editor, "path", None), SHADES_PATH] if self.editor is not None else None
@@ -128,9 +129,14 @@ class ModelService:
             from models.search.retrieval import DEFAULT_CATALOG
 
             text_files += [*editor_files, self.catalog or DEFAULT_CATALOG]
+        from models.editing import DRAWING_VERSION
+        from models.exemplars import PICK_VERSION
+
+        rules = {"generator": f"editor {DRAWING_VERSION}, exemplars {PICK_VERSION}",
+                 "editor": f"editor {DRAWING_VERSION}"}
         for name, files in (("generator", text_files), ("editor", editor_files)):
             try:
-                self.fingerprints[name] = weights_fingerprint(*files)
+                self.fingerprints[name] = weights_fingerprint(*files, rules=rules[name])
             except (OSError, TypeError) as exc:  # a model without a file: its turns can't be checked
                 self.fingerprints.pop(name, None)
                 log.warning("no fingerprint for the %s files (%s)", name, exc)
@@ -398,13 +404,15 @@ class ModelService:
         return [dict(catalogue.product(row, score), thumbnail=catalogue.thumbnail(row)) for row, score in hits]
 
 
-def weights_fingerprint(*paths: str | Path) -> str:
-    """The first 16 hex digits of the sha256 of the files' contents, in order (raises OSError, TypeError)."""
+def weights_fingerprint(*paths: str | Path, rules: str = "") -> str:
+    """The first 16 hex digits of the sha256 of the files' contents, in order, and of `rules` (the versions
+    of the code that turns weights and a seed into an image); raises OSError, TypeError."""
     import hashlib
 
     digest = hashlib.sha256()
     for path in paths:
         digest.update(Path(path).read_bytes())
+    digest.update(rules.encode())
     return digest.hexdigest()[:16]
 
 
