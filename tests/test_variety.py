@@ -103,6 +103,20 @@ def test_show_me_more_keeps_bringing_new_products(bot):
     assert None not in products and len(set(products)) == len(products) == 16, products
 
 
+def test_show_me_more_after_a_restart_avoids_what_was_shown_before(bot):
+    """The app restarted (a new bot from the saved request state): "show me more" still brings products
+    none of the earlier answers showed."""
+    from app.chat.bot import Bot
+    from models.exemplars import EXEMPLAR_KEY
+
+    bot.reset()
+    answers = [bot.respond("black casual shoes for men"), bot.respond("show me more")]
+    before = {im.image.info[EXEMPLAR_KEY] for answer in answers for im in answer.images}
+    restarted = Bot(bot.service, bot.settings, state=bot.state.to_dict())
+    more = restarted.respond("show me more")
+    assert len(more.images) == 4 and not {im.image.info[EXEMPLAR_KEY] for im in more.images} & before
+
+
 def test_more_like_this_stays_nearest_the_clicked_card(bot):
     """Variations of one card of an answer are nearer that card than the answer's other cards."""
     hits = total = 0

@@ -41,6 +41,7 @@ VARIATION_STRENGTH = 0.2   # "More like this": how far variations move from the 
                            # psi 1, 0.5 left 60% of variations nearest the clicked card of four, 0.2 87% (of
                            # 240, on prompts apart from those it was chosen on), 0.026 from it in pixels
 EXCLUDE_ROUNDS = 3         # extra draws allowed to replace images that show an excluded colour
+MAX_SHOWN_SEEDS = 64       # seeds of one request remembered across restarts ("show me more" avoids their products)
 
 EXAMPLES = [
     "a red dress for a party",
@@ -204,6 +205,8 @@ class RequestState:
     usage: str | None = None
     attributes: dict[str, list[str]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)  # the last set drawn, so refinements keep the layout
+    # every seed drawn for this caption, so "show me more" avoids their products after a restart too
+    shown_seeds: list[int] = field(default_factory=list)
     exclude_attributes: dict[str, list[str]] = field(default_factory=dict)  # "nothing too shiny": never captioned
 
     @property
@@ -243,6 +246,7 @@ class RequestState:
                 gender=data.get("gender") or None, usage=data.get("usage") or None,
                 attributes={str(k): [str(v) for v in vs] for k, vs in (data.get("attributes") or {}).items()},
                 seeds=[int(s) for s in data.get("seeds") or []],
+                shown_seeds=[int(s) for s in data.get("shown_seeds") or []][-MAX_SHOWN_SEEDS:],
                 exclude_attributes={str(k): [str(v) for v in vs]
                                     for k, vs in (data.get("exclude_attributes") or {}).items()},
             )
@@ -487,7 +491,7 @@ class Bot:
             last = max(self.state.seeds) if self.state.seeds else None
             seeds = self._seeds(after=last)
             note = "New designs for the same request."
-            return self._draw_reply(text, seeds, note, check, avoid=self._shown)
+            return self._draw_reply(text, seeds, note, check, avoid=self._shown or self._shown_before())
         return self._draw_reply(text, seeds, note, check)
 
     def _draw_reply(self, text: str, seeds: list[int], note: str | None, check, avoid: list = (),
@@ -509,11 +513,21 @@ class Bot:
         else:
             images, dropped = self._draw(caption, seeds, excluded, text, check, list(avoid), same_seeds)
             self._shown = list(avoid) + [im.image for im in images]
+            earlier = self.state.shown_seeds if avoid else []
+            self.state.shown_seeds = (earlier + [im.seed for im in images])[-MAX_SHOWN_SEEDS:]
         self.state.seeds = [im.seed for im in images] or seeds
         similar, similar_note = self._similar(caption, [im.image for im in images], excluded)
         notes = [n for n in (note, _dropped_note(dropped, self.state.exclude_colours), similar_note) if n]
         return Reply(plain, "images", headline=headline, chips=chips, note=" ".join(notes) or None,
                      images=images, similar=similar, caption=caption, request=self.state.to_dict())
+
+    def _shown_before(self) -> list:
+        """The images shown for this request in an earlier run of the app, drawn again from their seeds
+        (this run has shown none yet)."""
+        seeds = self.state.shown_seeds
+        if not seeds or self.reference is not None:
+            return []
+        return list(self._generate(self.state.caption(), seeds).images)
 
     # -- drawing
 
