@@ -23,6 +23,7 @@ from PIL import Image
 from models.captions import canonical_caption
 from models.editing import VARIATION_AMOUNT, PhotoEditor
 from models.search.catalog import gender_labels
+from models.shades import foreground_means
 
 # Strength of the exemplar's edit (1 = the full change of colour), the seeds' shade spread (as
 # models.editing.SHADE_AMOUNT) and how sure the search model must be of an exemplar's type. Chosen on other
@@ -40,12 +41,13 @@ TYPICAL_CONFIDENCE = 0.85
 # 2.01x / 2.12x (FID moves by about 0.15 between cell sets: within its noise).
 MAX_COLOUR_CHANGE = 15.0
 NEAREST_COLOURS = 3  # ... or, where none lies that near, the nearest few it comes in
+RARE_COLOUR_PHOTOS = 64  # photos at most behind the mean shade of a colour the shade table lacks
 # Share of seeds that start from a product in such a near colour; the others start from a product in any
 # other colour. An answer takes near ones first, so the others are drawn only once the item's products in
 # near colours are all shown: a red dress comes in 5 catalogue products of near colours, and "show me
 # more" still brings new ones (recoloured from farther, less cleanly) instead of repeats.
 NEAR_SHARE = 0.75
-PICK_VERSION = 2  # raised whenever a seed comes to start from another product (2: NEAR_SHARE)
+PICK_VERSION = 2  # raised whenever a seed comes to start from another product (2: NEAR_SHARE, rare colours)
 EXEMPLAR_KEY = "exemplar"  # PIL info key of a drawn image: the bank row of its exemplar
 EXEMPLAR_STREAM = 7_368_787  # a seed's exemplar (and colour) come from their own random streams
 # An answer skips a product whose photo lies within this mean |pixel difference| (0-1) of one shown or
@@ -255,13 +257,24 @@ class ExemplarDrawer:
         return near or held[:NEAREST_COLOURS]
 
     def _colour_change(self, a: str, b: str) -> float:
-        """CIE76 distance between two colours' mean shades; 0 when either has none in the shade table
-        (rare colours: "grey melange", "peach"). Counting those as out of reach instead raised FID on the
-        selection cells from 1.72x to 1.80x its floor: most of them recolour well."""
-        means = self.editor.shades.means
-        if a not in means or b not in means:
+        """CIE76 distance between two colours' mean shades (0 when either has no photo to measure)."""
+        mean_a, mean_b = self._mean_shade(a), self._mean_shade(b)
+        if mean_a is None or mean_b is None:
             return 0.0
-        return float(np.linalg.norm(np.asarray(means[a]) - np.asarray(means[b])))
+        return float(np.linalg.norm(mean_a - mean_b))
+
+    def _mean_shade(self, colour: str) -> np.ndarray | None:
+        """The colour's mean Lab: the shade table's, else (rare colours: "rust", "mushroom brown") that of
+        the bank's own photos of it. Counting those rare colours as within reach of any instead sent rust
+        shoes to "white sneakers"; as out of reach of all, FID rose from 1.72x to 1.80x."""
+        if colour in self.editor.shades.means:
+            return np.asarray(self.editor.shades.means[colour], dtype=np.float64)
+        cache = self.__dict__.setdefault("_bank_shades", {})
+        if colour not in cache:
+            rows = np.flatnonzero(self.bank.colours == colour)[:RARE_COLOUR_PHOTOS]
+            photos = [self.bank.photo(int(r)) for r in rows]
+            cache[colour] = foreground_means(np.stack(photos)).mean(axis=0) if photos else None
+        return cache[colour]
 
     def own_caption(self, row: int) -> str:
         return canonical_caption(self.bank.article_types[row], [self.bank.colours[row]])

@@ -223,3 +223,17 @@ def test_show_me_more_brings_new_products_once_the_near_colours_run_out(drawer):
     assert len(set(products)) >= 11, products
     _, again = drawer.draw_distinct(request, list(range(400, 412)), 4, avoid=shown)
     assert len({im.info[EXEMPLAR_KEY] for im in again}) == 4
+
+
+def test_rare_colours_are_measured_on_the_banks_own_photos(drawer, table):
+    """A colour the shade table lacks (magenta, in the fixture bank) lies as far from white as its own
+    photos' mean shade does: out of the editor's reach, not counted as near every colour."""
+    from models.exemplars import MAX_COLOUR_CHANGE
+
+    means = drawer.editor.shades.means
+    assert "Magenta" not in means and "White" in means
+    photos = table.images[[i for i, r in enumerate(table.rows) if r["baseColour"] == "Magenta"]]
+    expected = np.linalg.norm(foreground_means(photos).mean(axis=0) - np.asarray(means["White"]))
+    assert drawer._colour_change("Magenta", "White") == pytest.approx(expected)
+    assert drawer._colour_change("Magenta", "White") > MAX_COLOUR_CHANGE
+    assert "Magenta" not in drawer.reachable_colours(np.array(["Magenta", "Off White", "Black"]), "White")
