@@ -174,11 +174,12 @@ class ExemplarDrawer:
     def draw_distinct(self, request: Request, seeds: list[int], n: int, avoid: list = ()):
         """n drawings, one per product and none of a product already shown for the request (`avoid`: its
         images) -> (their seeds, images). Products are picked from their photos, so only the n chosen are
-        drawn: in seed order, first those in near colours, each skipped while its photo lies within
-        MIN_DISTANCE of one shown or picked; while `seeds` give fewer than n new products in near
-        colours, the seeds after them are tried too (MAX_POOL_ROUNDS pools; MAX_FAR_POOL_ROUNDS while
-        fewer than n new products at all). Only a bank too small even then repeats a product, one shown
-        before rather than one of this answer. None when the bank cannot draw the request."""
+        drawn: those in near colours first, then the others; within each, in seed order, skipping a
+        product while its photo lies within MIN_DISTANCE of one shown or picked; while `seeds` give fewer
+        than n new products in near colours, the seeds after them are tried too (MAX_POOL_ROUNDS pools;
+        MAX_FAR_POOL_ROUNDS while fewer than n new products at all). Only a bank too small even then
+        repeats a product, one shown before rather than one of this answer. None when the bank cannot draw
+        the request."""
         if not seeds or not self.can_draw(request):
             return None
         rows = self.bank.rows(request.article_type, request.gender)
@@ -192,15 +193,17 @@ class ExemplarDrawer:
                 break
             more = list(range(max(pool) + 1, max(pool) + 1 + len(seeds)))
             pool, picks = pool + more, picks + [self.pick(request, rows, seed) for seed in more]
-        new = sorted(_first_of_each(picks, shown_rows), key=lambda i: not self._is_near(request, rows, *picks[i]))
+        new = _first_of_each(picks, shown_rows)
         shown = [_pixels(self.bank.photo(r)) for r in shown_rows]
         chosen = []
-        for i in new:  # near colours first, in seed order: the products unlike everything shown and picked
-            pixels = _pixels(self.bank.photo(picks[i][0]))
-            if len(chosen) < n and all(np.abs(pixels - s).mean() >= MIN_DISTANCE for s in shown):
-                chosen.append(i)
-                shown.append(pixels)
-        chosen += [i for i in new if i not in chosen][: n - len(chosen)]  # then other new products
+        for near in (True, False):  # the asked colour's reach first, then farther colours
+            tier = [i for i in new if self._is_near(request, rows, *picks[i]) == near]
+            for i in tier:  # in seed order, the products unlike everything shown and picked
+                pixels = _pixels(self.bank.photo(picks[i][0]))
+                if len(chosen) < n and all(np.abs(pixels - s).mean() >= MIN_DISTANCE for s in shown):
+                    chosen.append(i)
+                    shown.append(pixels)
+            chosen += [i for i in tier if i not in chosen][: n - len(chosen)]  # then the tier's others
         chosen += _first_of_each(picks, [picks[i][0] for i in chosen])[: n - len(chosen)]  # then shown before
         chosen += [i for i in range(len(picks)) if i not in chosen][: n - len(chosen)]  # then any
         images = self._draw_rows(request, [picks[i][0] for i in chosen], [picks[i][1] for i in chosen],

@@ -237,3 +237,23 @@ def test_rare_colours_are_measured_on_the_banks_own_photos(drawer, table):
     assert drawer._colour_change("Magenta", "White") == pytest.approx(expected)
     assert drawer._colour_change("Magenta", "White") > MAX_COLOUR_CHANGE
     assert "Magenta" not in drawer.reachable_colours(np.array(["Magenta", "Off White", "Black"]), "White")
+
+
+def test_an_answer_keeps_to_near_colours_before_it_wants_distinct_photos():
+    """White men's sneakers in the shipped catalogue: light shoes on white differ little in pixels, yet the
+    answer takes them all before any brown or tan one that would look more different."""
+    from app.chat.service import ModelService
+    from models.exemplars import EXEMPLAR_KEY
+
+    service = ModelService(device="cpu")
+    service.load()
+    caption = "white casual shoes, men"
+    drawer, request = service._exemplars_for(caption)
+    rows = drawer.bank.rows(request.article_type, request.gender)
+    labels = drawer.bank.colours[rows]
+    near = set(drawer.reachable_colours(labels[labels != "White"], "White"))
+    assert "Brown" not in near and np.isin(labels, sorted(near)).sum() >= 4
+    for start in (873294756, 0, 1000):
+        generated = service.generate_distinct(caption, list(range(start, start + 12)), 4)
+        colours = [drawer.bank.colours[drawer.bank.row_of(im.info[EXEMPLAR_KEY])] for im in generated.images]
+        assert set(colours) <= near, (start, colours)
