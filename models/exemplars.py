@@ -140,6 +140,7 @@ class ExemplarDrawer:
                  strength: float = EXEMPLAR_STRENGTH, shade: float = EXEMPLAR_SHADE):
         self.editor, self.bank, self.encode, self.strength, self.shade = editor, bank, encode, strength, shade
         self._reachable: dict[tuple, list[str]] = {}
+        self._bank_shades: dict[str, np.ndarray | None] = {}  # mean shades of colours the shade table lacks
 
     def can_draw(self, request: Request) -> bool:
         if not request.article_type:
@@ -238,19 +239,21 @@ class ExemplarDrawer:
         stream = np.random.default_rng(int(seed) + EXEMPLAR_STREAM)
         order = stream.permutation(len(rows))
         other = order[labels[order] != colour]  # never empty where can_draw holds
-        near = other[np.isin(labels[other], self._near_colours(request, labels, colour))]
+        near = other[np.isin(labels[other], self._near_colours(request, rows, colour))]
         if len(near) and stream.random() < NEAR_SHARE:
             return int(rows[near[0]]), colour
         return int(rows[other[0]]), colour
 
-    def _near_colours(self, request: Request, labels: np.ndarray, colour: str) -> list[str]:
+    def _near_colours(self, request: Request, rows: np.ndarray, colour: str) -> list[str]:
+        """The colours of `rows` (the request's products) within the editor's reach of `colour`."""
         key = (request.article_type, request.gender, colour)  # the bank does not change: once per request kind
         if key not in self._reachable:
+            labels = self.bank.colours[rows]
             self._reachable[key] = self.reachable_colours(labels[labels != colour], colour)
         return self._reachable[key]
 
     def _is_near(self, request: Request, rows: np.ndarray, row: int, colour: str) -> bool:
-        return self.bank.colours[row] in self._near_colours(request, self.bank.colours[rows], colour)
+        return self.bank.colours[row] in self._near_colours(request, rows, colour)
 
     def reachable_colours(self, labels: np.ndarray, colour: str) -> list[str]:
         """Of the colours in `labels`, those within MAX_COLOUR_CHANGE of `colour` (the editor turns a white
@@ -272,12 +275,11 @@ class ExemplarDrawer:
         shoes to "white sneakers"; as out of reach of all, FID rose from 1.72x to 1.80x."""
         if colour in self.editor.shades.means:
             return np.asarray(self.editor.shades.means[colour], dtype=np.float64)
-        cache = self.__dict__.setdefault("_bank_shades", {})
-        if colour not in cache:
+        if colour not in self._bank_shades:
             rows = np.flatnonzero(self.bank.colours == colour)[:RARE_COLOUR_PHOTOS]
             photos = [self.bank.photo(int(r)) for r in rows]
-            cache[colour] = foreground_means(np.stack(photos)).mean(axis=0) if photos else None
-        return cache[colour]
+            self._bank_shades[colour] = foreground_means(np.stack(photos)).mean(axis=0) if photos else None
+        return self._bank_shades[colour]
 
     def own_caption(self, row: int) -> str:
         return canonical_caption(self.bank.article_types[row], [self.bank.colours[row]])
